@@ -1,0 +1,51 @@
+"""Durango Builder pipeline: archive -> base -> embed -> extract -> runtime.
+
+Each stage is keyed on the content it reads; `doit` reruns exactly the stale ones.
+Settings: `doit key=value`, DURANGO_<KEY>, [tool.durango] in pyproject.toml (tasks/settings.py).
+"""
+
+import sys
+from pathlib import Path
+
+from doit import get_var
+
+from tasks import archive, base, embed, extract, runtime
+from tasks.errors import ConfigError
+from tasks.pipeline import start
+from tasks.report import DurangoReporter
+from tasks.settings import cli_vars_from_argv, load_settings
+
+ROOT = Path(__file__).resolve().parent
+
+DOIT_CONFIG = {
+    "dep_file": ".doit.db",
+    "backend": "sqlite3",
+    "default_tasks": ["runtime"],
+    "reporter": DurangoReporter,
+    "sort": "definition",
+}
+
+try:
+    PIPELINE = start(load_settings(ROOT, cli_vars_from_argv(sys.argv, get_var)), sys.argv)
+except ConfigError as exc:
+    sys.exit(f"durango: configuration error: {exc}")
+
+
+def task_archive():
+    return archive.task(PIPELINE)
+
+
+def task_base():
+    return base.task(PIPELINE)
+
+
+def task_embed():
+    return embed.task(PIPELINE)
+
+
+def task_extract():
+    return extract.task(PIPELINE)
+
+
+def task_runtime():
+    return runtime.task(PIPELINE)

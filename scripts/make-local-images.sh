@@ -1,0 +1,60 @@
+#!/bin/sh
+# Make the base images the builds need on a machine that cannot pull from a registry.
+#   busybox   -> durango-local/busybox:latest  (static busybox; the test fixtures build on it)
+#   debian    -> debian:bookworm-slim          (debootstrap minbase; the local builder profile)
+# Usage: scripts/make-local-images.sh [busybox] [debian]   (default: both). Idempotent.
+set -eu
+
+log() { printf 'make-local-images: %s\n' "$*"; }
+die() { printf 'make-local-images: ERROR: %s\n' "$*" >&2; exit 1; }
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+need_package() {
+    dpkg -s "$1" >/dev/null 2>&1 && return 0
+    log "installing $1"
+    apt-get install -y -qq "$1" >/dev/null 2>&1 || {
+        apt-get update -qq >/dev/null && apt-get install -y -qq "$1" >/dev/null
+    } || die "apt-get install $1 failed"
+}
+
+make_busybox() {
+    image=durango-local/busybox:latest
+    if have_image "$image"; then log "$image present"; return 0; fi
+    need_package busybox-static
+    root=$(mktemp -d)
+    mkdir -p "$root/bin" "$root/tmp" "$root/etc"
+    cp /bin/busybox "$root/bin/busybox"
+    for applet in $(/bin/busybox --list); do
+        [ "$applet" = busybox ] || ln -s busybox "$root/bin/$applet"
+    done
+    chmod 1777 "$root/tmp"
+    echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
+    echo 'root:x:0:' > "$root/etc/group"
+    tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$image" >/dev/null
+    rm -rf "$root"
+    log "$image created"
+}
+
+make_debian() {
+    image=debian:bookworm-slim
+    if have_image "$image"; then log "$image present"; return 0; fi
+    need_package debootstrap
+    root=$(mktemp -d)
+    log "debootstrap bookworm (minbase) into $root"
+    debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/dev/null \
+        || die "debootstrap failed"
+    rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
+    tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - "$image" >/dev/null
+    rm -rf "$root"
+    log "$image created"
+}
+
+[ "$#" -gt 0 ] || set -- busybox debian
+for what in "$@"; do
+    case "$what" in
+        busybox) make_busybox ;;
+        debian) make_debian ;;
+        *) die "unknown image '$what' (busybox, debian)" ;;
+    esac
+done

@@ -1,0 +1,1 @@
+"""Durango Builder: the stages of the pipeline, one module each, wired by dodo.py."""

@@ -1,0 +1,76 @@
+"""Stage 2, base: the slow builder image (PHP, toolchains), built without the app.
+
+Key: the Dockerfile, its build args and every file of builder/ the build can read (.dockerignore
+applies; the other stages' Dockerfiles are left out of the context, so editing them does not
+invalidate this 30-minute build).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks import archive
+from tasks.content import ContextFile, context_files, file_digests
+from tasks.errors import BuildError
+from tasks.images import ImageInputs, ensure_image, image_status
+from tasks.pipeline import Pipeline, StageCheck, action
+
+
+def builder_files(pipe: Pipeline, dockerfile: str) -> list[ContextFile]:
+    """builder/ as a build context for one stage: its own Dockerfile, no other stage's."""
+    settings = pipe.settings
+    others = {settings.base_dockerfile, settings.embed_dockerfile} - {dockerfile}
+    return [
+        f
+        for f in context_files(settings.builder_dir, dockerfile)
+        if f.arcname not in others and not f.arcname.startswith("package/")
+    ]
+
+
+def image_labels(pipe: Pipeline) -> dict[str, str]:
+    source = archive.resolve_source(pipe)
+    return {
+        "org.opencontainers.image.revision": source.commit,
+        "org.opencontainers.image.source": source.url,
+    }
+
+
+def inputs(pipe: Pipeline) -> ImageInputs:
+    def compute() -> ImageInputs:
+        settings = pipe.settings
+        if not (settings.builder_dir / settings.base_dockerfile).is_file():
+            raise BuildError(f"base: {settings.builder_dir / settings.base_dockerfile} is missing")
+        files = builder_files(pipe, settings.base_dockerfile)
+        return ImageInputs(
+            stage="base",
+            name=settings.base_image,
+            dockerfile=settings.base_dockerfile,
+            files=files,
+            digests=file_digests(files, pipe.hashes),
+            build_args=dict(settings.base_args),
+        )
+
+    result: ImageInputs = pipe.once("base-inputs", compute)
+    return result
+
+
+def image_id(pipe: Pipeline) -> str:
+    """ID of the base image the current inputs call for (base must have run)."""
+    status = image_status(pipe.engine, inputs(pipe))
+    if status.image_id is None:
+        raise BuildError(f"base image {inputs(pipe).tag} is not built; run `doit base`")
+    return status.image_id
+
+
+def why(pipe: Pipeline) -> str | None:
+    status = image_status(pipe.engine, inputs(pipe))
+    return None if status.plan == "up-to-date" else status.reason
+
+
+def task(pipe: Pipeline) -> dict[str, Any]:
+    return {
+        "doc": "builder image without the app (key: Dockerfile, build args, builder/ files)",
+        "actions": [action(lambda: ensure_image(pipe.engine, inputs(pipe), image_labels(pipe)))],
+        "uptodate": [StageCheck(lambda: why(pipe))],
+        "verbosity": 2,
+    }

@@ -1,0 +1,158 @@
+"""What a build can read, and its fingerprint.
+
+A stage's key is computed from exactly the files it sends to the engine, so a change to any of
+them (and to nothing else) makes the stage stale. Hashes are remembered by file stat, so a no-op
+run reads no file contents.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import os
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from docker.utils.build import exclude_paths
+
+# Fixed metadata in context tars: identical inputs give identical bytes, so BuildKit's cache hits.
+_TAR_MTIME = 946684800  # 2000-01-01
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ContextFile:
+    """One file or symlink of a build context: where it is on disk, where it goes in the tar."""
+
+    arcname: str
+    path: Path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temp file and rename, so readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class HashCache:
+    """sha256 of files, reused while (size, mtime, ctime, inode) are unchanged."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[str, list[Any]] | None = None
+        self._dirty = False
+        atexit.register(self.save)
+
+    def _load(self) -> dict[str, list[Any]]:
+        if self._entries is None:
+            try:
+                self._entries = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                self._entries = {}
+        return self._entries
+
+    @staticmethod
+    def _stamp(st: os.stat_result) -> list[int]:
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+    def sha256(self, path: Path) -> str:
+        st = path.stat()
+        key = str(path.resolve())
+        entry = self._load().get(key)
+        if entry and entry[:4] == self._stamp(st):
+            return str(entry[4])
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+        self.remember(path, digest.hexdigest())
+        return digest.hexdigest()
+
+    def remember(self, path: Path, sha256: str) -> None:
+        """Record a hash computed elsewhere (e.g. while streaming the file in)."""
+        self._load()[str(path.resolve())] = [*self._stamp(path.stat()), sha256]
+        self._dirty = True
+
+    def save(self) -> None:
+        if self._dirty and self._entries is not None:
+            atomic_write_text(self.path, json.dumps(self._entries))
+            self._dirty = False
+
+
+def dockerignore_patterns(context_dir: Path) -> list[str]:
+    ignore = context_dir / ".dockerignore"
+    if not ignore.exists():
+        return []
+    lines = (line.strip() for line in ignore.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def context_files(context_dir: Path, dockerfile: str) -> list[ContextFile]:
+    """Files of a context directory that the engine would receive, honouring .dockerignore."""
+    kept = exclude_paths(str(context_dir), dockerignore_patterns(context_dir), dockerfile)
+    files = []
+    for rel in kept:
+        path = context_dir / rel
+        if path.is_symlink() or path.is_file():
+            files.append(ContextFile(rel, path))
+    return sorted(files, key=lambda f: f.arcname)
+
+
+def tree_files(directory: Path, prefix: str) -> Iterator[ContextFile]:
+    """Every file and symlink below `directory`, in a stable order, placed under `prefix/`."""
+    for current, dirs, names in os.walk(directory):
+        dirs.sort()
+        rel_dir = os.path.relpath(current, directory)
+        for name in sorted(names):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            yield ContextFile(f"{prefix}/{rel}", Path(current, name))
+
+
+def file_digests(files: Iterable[ContextFile], hashes: HashCache) -> dict[str, str]:
+    """arcname -> content fingerprint (executable bit and symlink targets count as content)."""
+    result = {}
+    for f in files:
+        if f.path.is_symlink():
+            result[f.arcname] = "link:" + os.readlink(f.path)
+        else:
+            mode = "x" if os.access(f.path, os.X_OK) else "-"
+            result[f.arcname] = f"{mode}:{hashes.sha256(f.path)}"
+    return result
+
+
+def tree_signature(directory: Path) -> str:
+    """Cheap fingerprint of a tree from stat alone: detects edits, additions and removals."""
+    digest = hashlib.sha256()
+    for f in tree_files(directory, "."):
+        st = f.path.lstat()
+        digest.update(f"{f.arcname}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def write_context_tar(out: IO[bytes], files: Iterable[ContextFile]) -> None:
+    """Stream a deterministic tar of `files` (owner root, fixed mtime, normalised modes)."""
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for f in files:
+            st = f.path.lstat()
+            info = tarfile.TarInfo(f.arcname)
+            info.mtime = _TAR_MTIME
+            if stat.S_ISLNK(st.st_mode):
+                info.type = tarfile.SYMTYPE
+                info.linkname = os.readlink(f.path)
+                info.mode = 0o777
+                tar.addfile(info)
+                continue
+            info.size = st.st_size
+            info.mode = 0o755 if st.st_mode & 0o111 else 0o644
+            with f.path.open("rb") as fh:
+                tar.addfile(info, fh)

@@ -1,0 +1,274 @@
+"""The one module that talks to the Docker engine.
+
+Inspect, tag and copy-out go through the docker SDK; builds go through `docker buildx build`
+(BuildKit), which the SDK cannot drive. Engine failures become typed errors with one clear line.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+import docker.errors
+
+from tasks.errors import BuildError, EngineError
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+_CHUNK = 1 << 20
+
+
+def engine_address() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file object over an iterator of byte chunks, so tarfile can read a stream lazily."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def summarize_build_failure(stage: str, lines: Sequence[str]) -> str:
+    """From buildx plain progress output: the failing step, its error and the tail of its log."""
+    failed = None
+    for line in lines:
+        match = re.match(r"#(\d+) ERROR: (.*)", line)
+        if match:
+            failed = match
+    if failed is None:
+        tail = [line for line in lines if line.strip()][-15:]
+        return f"{stage}: docker buildx build failed:\n" + "\n".join(f"    | {t}" for t in tail)
+    step_id, error = failed.group(1), failed.group(2)
+    title = next(
+        (line.split(" ", 1)[1] for line in lines if re.match(rf"#{step_id} \[", line)),
+        f"#{step_id}",
+    )
+    log = [m.group(1) for line in lines if (m := re.match(rf"#{step_id} \d+\.\d+ (.*)", line))][
+        -15:
+    ]
+    body = "\n".join(f"    | {entry}" for entry in log)
+    return f"{stage}: build step {title} failed: {error}" + (f"\n{body}" if body else "")
+
+
+class Engine:
+    """A connection to one Docker engine (DOCKER_HOST or the local socket), opened lazily."""
+
+    def __init__(self) -> None:
+        self._client: docker.DockerClient | None = None
+        self._inspected: dict[str, dict[str, Any] | None] = {}  # per run; reset on any change
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                # API version negotiation is the first request: it proves the engine answers.
+                self._client = docker.from_env(timeout=300)
+            except docker.errors.DockerException as exc:
+                reason = str(exc).split(": ", 1)[-1][:200]
+                raise EngineError(
+                    f"no Docker engine answers at {engine_address()} ({reason}); "
+                    "start dockerd or point DOCKER_HOST at a running engine"
+                ) from None
+        return self._client
+
+    def image_attrs(self, ref: str) -> dict[str, Any] | None:
+        """The engine's inspect data for an image reference, or None when it does not exist."""
+        if ref not in self._inspected:
+            try:
+                self._inspected[ref] = dict(self.client.api.inspect_image(ref))
+            except docker.errors.ImageNotFound:
+                self._inspected[ref] = None
+            except docker.errors.APIError as exc:
+                if exc.status_code != 404:
+                    raise EngineError(f"inspecting image {ref}: {exc.explanation or exc}") from None
+                self._inspected[ref] = None
+        return self._inspected[ref]
+
+    def tag(self, image_id: str, repository: str, tag: str) -> None:
+        self._inspected.clear()
+        try:
+            self.client.api.tag(image_id, repository, tag)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"tagging {repository}:{tag}: {exc.explanation or exc}") from None
+
+    def arch(self) -> str:
+        """The engine's CPU architecture as binaries name it (x86_64, aarch64)."""
+        return str(self.client.info().get("Architecture", "x86_64"))
+
+    def build(
+        self,
+        stage: str,
+        write_context: Callable[[IO[bytes]], None],
+        dockerfile: str,
+        tags: Sequence[str],
+        build_args: Mapping[str, str],
+        labels: Mapping[str, str],
+    ) -> str:
+        """Build with BuildKit from a context streamed on stdin; returns the new image ID.
+
+        Progress is printed live, prefixed with the stage; a failing step raises BuildError with
+        the step and the tail of its log. Nothing is tagged unless the whole build succeeds.
+        """
+        self.client  # noqa: B018 - fail early with the engine message, not buildx's
+        self._inspected.clear()
+        with tempfile.TemporaryDirectory(prefix="durango-build-") as tmp:
+            iidfile = Path(tmp, "iid")
+            cmd = ["docker", "buildx", "build", "--progress=plain", "--load"]
+            cmd += ["-f", dockerfile, "--iidfile", str(iidfile)]
+            for tag in tags:
+                cmd += ["-t", tag]
+            for name, value in sorted(build_args.items()):
+                cmd += ["--build-arg", f"{name}={value}"]
+            for name, value in sorted(labels.items()):
+                cmd += ["--label", f"{name}={value}"]
+            cmd.append("-")
+            lines = self._run_buildx(stage, cmd, write_context)
+            if not iidfile.exists():
+                raise BuildError(summarize_build_failure(stage, lines))
+            return iidfile.read_text().strip()
+
+    @staticmethod
+    def _run_buildx(
+        stage: str, cmd: list[str], write_context: Callable[[IO[bytes]], None]
+    ) -> list[str]:
+        try:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        except FileNotFoundError:
+            raise EngineError(
+                "the docker CLI is not installed (needed for docker buildx)"
+            ) from None
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin = proc.stdin
+        send_error: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                write_context(stdin)
+            except BrokenPipeError:
+                pass  # buildx stopped reading: its own output says why
+            except BaseException as exc:  # reported after buildx exits
+                send_error.append(exc)
+            finally:
+                with contextlib.suppress(BrokenPipeError):
+                    stdin.close()
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        lines: deque[str] = deque(maxlen=4000)
+        try:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                lines.append(line)
+                print(f"{stage} | {line}", flush=True)
+            code = proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        sender.join()
+        if send_error:
+            raise send_error[0]
+        if code != 0:
+            text = "\n".join(lines)
+            if "is not a docker command" in text:
+                raise EngineError("the docker buildx plugin is not installed")
+            raise BuildError(summarize_build_failure(stage, list(lines)))
+        return list(lines)
+
+    @staticmethod
+    def _path_stat(response: Any) -> dict[str, Any]:
+        header = response.headers.get("X-Docker-Container-Path-Stat")
+        return dict(json.loads(base64.b64decode(header))) if header else {}
+
+    def copy_file_out(
+        self, image: str, path_in_image: str, dest: Path, progress: Callable[[int, int], None]
+    ) -> tuple[str, int]:
+        """Stream one file out of an image to `dest`, atomically; returns (sha256, size).
+
+        The file is written to a temp file beside `dest` and renamed only when complete, so an
+        interrupt (Ctrl-C, SIGTERM) leaves `dest` as it was. Memory stays flat: 1 MiB chunks.
+        """
+        try:
+            container = self.client.containers.create(image, entrypoint=["/durango-extract"])
+        except docker.errors.APIError as exc:
+            raise EngineError(f"creating a container from {image}: {exc.explanation}") from None
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+        api = self.client.api
+        # The archive endpoint via the SDK's own session, so the response can be closed on
+        # interrupt: the engine will not remove a container while it still streams from it.
+        response = api.get(
+            f"{api.base_url}/v{api.api_version}/containers/{container.id}/archive",
+            params={"path": path_in_image},
+            stream=True,
+        )
+        try:
+            if response.status_code == 404:
+                raise EngineError(f"{path_in_image} does not exist in image {image}")
+            if response.status_code != 200:
+                raise EngineError(f"copying {path_in_image} out of {image}: {response.text}")
+            total = int(self._path_stat(response).get("size", 0))
+            digest = hashlib.sha256()
+            size = 0
+            chunks = response.iter_content(_CHUNK)
+            with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as tar:
+                member = tar.next()
+                if member is None or not member.isfile():
+                    raise EngineError(f"{path_in_image} in image {image} is not a regular file")
+                source = tar.extractfile(member)
+                assert source is not None
+                with tmp.open("wb") as out:
+                    last = time.monotonic()
+                    while chunk := source.read(_CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                        if time.monotonic() - last > 1.0:
+                            progress(size, total)
+                            last = time.monotonic()
+                    out.flush()
+                    os.fsync(out.fileno())
+            tmp.chmod(0o755)
+            os.replace(tmp, dest)
+            progress(size, total)
+            return digest.hexdigest(), size
+        finally:
+            response.close()
+            tmp.unlink(missing_ok=True)
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError as exc:  # pragma: no cover - best effort cleanup
+                print(f"warning: could not remove container {container.id}: {exc}", file=sys.stderr)

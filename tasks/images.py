@@ -1,0 +1,157 @@
+"""What the three image stages (base, embed, runtime) share: key, status, build, explanation.
+
+An image is tagged `<name>:<key[:12]>` and labelled with its full key and the inputs that made
+it, so the engine itself answers "is this stage built?": a lost .doit.db rebuilds nothing, a
+removed image is rebuilt, and `doit info` can name what changed since `<name>:latest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from tasks.content import ContextFile, write_context_tar
+
+KEY_LABEL = "io.durango.key"
+INPUTS_LABEL = "io.durango.inputs"
+
+
+@dataclass
+class ImageInputs:
+    """Everything an image build can read: context files, build args, upstream identities."""
+
+    stage: str
+    name: str
+    dockerfile: str
+    files: list[ContextFile]
+    digests: dict[str, str]
+    build_args: dict[str, str]
+    upstream: dict[str, str] = field(default_factory=dict)
+    extra_files: Callable[[], Any] | None = None  # streamed after `files` (e.g. the app tree)
+
+    def described(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "dockerfile": self.dockerfile,
+            "files": self.digests,
+            "build_args": self.build_args,
+            "upstream": self.upstream,
+        }
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(self.described(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}:{self.key[:12]}"
+
+    def write_context(self, out: IO[bytes]) -> None:
+        files = list(self.files)
+        if self.extra_files is not None:
+            files.extend(self.extra_files())
+        write_context_tar(out, files)
+
+
+@dataclass(frozen=True)
+class ImageStatus:
+    """What the stage has to do: nothing, move `latest`, or build; and why."""
+
+    plan: str  # "up-to-date" | "retag" | "build"
+    reason: str
+    image_id: str | None = None
+
+
+def _changes(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Human names for the inputs that differ between two `described()` dicts."""
+    changed = []
+    old_files, new_files = previous.get("files", {}), current.get("files", {})
+    for name in sorted(set(old_files) | set(new_files)):
+        if name not in old_files:
+            changed.append(f"{name} added")
+        elif name not in new_files:
+            changed.append(f"{name} removed")
+        elif old_files[name] != new_files[name]:
+            changed.append(f"{name} changed")
+    old_args, new_args = previous.get("build_args", {}), current.get("build_args", {})
+    changed += [
+        f"build arg {name}"
+        for name in sorted(set(old_args) | set(new_args))
+        if old_args.get(name) != new_args.get(name)
+    ]
+    old_up, new_up = previous.get("upstream", {}), current.get("upstream", {})
+    changed += [
+        f"{name} {str(old_up.get(name))[:19]} -> {str(new_up.get(name))[:19]}"
+        for name in sorted(set(old_up) | set(new_up))
+        if old_up.get(name) != new_up.get(name)
+    ]
+    return changed
+
+
+def image_status(engine: Any, inputs: ImageInputs) -> ImageStatus:
+    """Compare the image the inputs call for with what the engine holds."""
+    found = engine.image_attrs(inputs.tag)
+    labels = ((found or {}).get("Config") or {}).get("Labels") or {}
+    latest = engine.image_attrs(f"{inputs.name}:latest")
+    if found is not None and labels.get(KEY_LABEL) == inputs.key:
+        if latest is not None and latest["Id"] == found["Id"]:
+            return ImageStatus("up-to-date", f"{inputs.tag} is built", found["Id"])
+        return ImageStatus(
+            "retag", f"{inputs.tag} is built; {inputs.name}:latest points elsewhere", found["Id"]
+        )
+    if latest is None:
+        return ImageStatus("build", f"no {inputs.name} image built yet (key {inputs.key[:12]})")
+    latest_labels = (latest.get("Config") or {}).get("Labels") or {}
+    try:
+        previous = json.loads(latest_labels.get(INPUTS_LABEL, "{}"))
+    except ValueError:
+        previous = {}
+    changes = _changes(previous, inputs.described()) or ["inputs"]
+    return ImageStatus(
+        "build", f"changed since {inputs.name}:latest: {', '.join(changes)} (key {inputs.key[:12]})"
+    )
+
+
+def ensure_image(engine: Any, inputs: ImageInputs, labels: Mapping[str, str]) -> str:
+    """Bring the engine to the image the inputs call for; returns its ID.
+
+    If doit runs this action although the image exists and `latest` points at it, the user forced
+    the stage (`doit -a <stage>`): build again (BuildKit reuses what it can).
+    """
+    status = image_status(engine, inputs)
+    if status.plan == "retag" and status.image_id:
+        engine.tag(status.image_id, inputs.name, "latest")
+        print(f"{inputs.stage}: {inputs.tag} already built; {inputs.name}:latest now points at it")
+        return status.image_id
+    print(f"{inputs.stage}: building {inputs.tag} ({status.reason})", flush=True)
+    started = time.monotonic()
+    all_labels = {
+        **labels,
+        "org.opencontainers.image.created": datetime.now(timezone.utc).isoformat(
+            timespec="seconds"
+        ),
+        KEY_LABEL: inputs.key,
+        INPUTS_LABEL: json.dumps(inputs.described(), sort_keys=True, separators=(",", ":")),
+    }
+    image_id = str(
+        engine.build(
+            inputs.stage,
+            inputs.write_context,
+            inputs.dockerfile,
+            [inputs.tag, f"{inputs.name}:latest"],
+            inputs.build_args,
+            all_labels,
+        )
+    )
+    print(
+        f"{inputs.stage}: built {inputs.tag} ({image_id[7:19]}) in "
+        f"{time.monotonic() - started:.1f}s",
+        flush=True,
+    )
+    return image_id

@@ -1,0 +1,31 @@
+"""doit reporter: the usual `.  stage` / `-- stage` lines, failures as one clear message.
+
+A stage that fails with a known error prints `durango: <stage> failed: <message>` and nothing
+else; only an unexpected exception (a bug) keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from doit.exceptions import TaskFailed
+from doit.reporter import ConsoleReporter
+
+
+class DurangoReporter(ConsoleReporter):
+    desc = "durango: doit's console output with one-line failures"
+
+    def add_failure(self, task: Any, fail: Any) -> None:
+        if not fail.report:
+            return
+        self.failures.append({"task": task, "exception": fail})
+        if isinstance(fail, TaskFailed) and not fail.traceback:
+            message = fail.message
+        else:
+            message = fail.get_msg()
+        sys.stderr.write(f"durango: {task.name} failed: {message.rstrip()}\n")
+
+    def complete_run(self) -> None:
+        if self.runtime_errors:
+            sys.stderr.write("durango: " + "\n".join(self.runtime_errors) + "\n")

@@ -1,0 +1,50 @@
+"""Stage 5, runtime: the small image that runs the binary, from the deployment bundle.
+
+Key: every file of orangescrum-ee/ that its .dockerignore lets through (the binary among them,
+by content), the Dockerfile and the runtime base image argument. `.env*` never enters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks import base
+from tasks.content import context_files, file_digests
+from tasks.errors import BuildError
+from tasks.images import ImageInputs, ensure_image, image_status
+from tasks.pipeline import Pipeline, StageCheck, action
+
+DOCKERFILE = "Dockerfile"
+
+
+def inputs(pipe: Pipeline) -> ImageInputs:
+    """Not memoised: extract may replace the binary during the run."""
+    settings = pipe.settings
+    if not (settings.bundle_dir / DOCKERFILE).is_file():
+        raise BuildError(f"runtime: {settings.bundle_dir / DOCKERFILE} is missing")
+    files = context_files(settings.bundle_dir, DOCKERFILE)
+    return ImageInputs(
+        stage="runtime",
+        name=settings.runtime_image,
+        dockerfile=DOCKERFILE,
+        files=files,
+        digests=file_digests(files, pipe.hashes),
+        build_args={"RUNTIME_BASE_IMAGE": settings.runtime_base},
+    )
+
+
+def why(pipe: Pipeline) -> str | None:
+    status = image_status(pipe.engine, inputs(pipe))
+    return None if status.plan == "up-to-date" else status.reason
+
+
+def task(pipe: Pipeline) -> dict[str, Any]:
+    return {
+        "doc": "runtime image from orangescrum-ee/ (key: binary content, Dockerfile, context)",
+        "actions": [
+            action(lambda: ensure_image(pipe.engine, inputs(pipe), base.image_labels(pipe)))
+        ],
+        "uptodate": [StageCheck(lambda: why(pipe))],
+        "task_dep": ["extract"],
+        "verbosity": 2,
+    }

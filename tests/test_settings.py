@@ -1,0 +1,66 @@
+"""Settings come from one place with a fixed precedence: command line, environment,
+[tool.durango], defaults. No engine needed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tasks.errors import ConfigError
+from tasks.settings import load_settings
+
+
+def project(tmp_path: Path, table: str) -> Path:
+    (tmp_path / "pyproject.toml").write_text(f"[tool.durango]\n{table}\n")
+    return tmp_path
+
+
+def test_defaults_apply_without_configuration(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path, {}, {})
+    assert settings.source == tmp_path / "../durango-pg"
+    assert settings.ref == "HEAD"
+    assert settings.binary_path == "/go/src/app/dist/frankenphp-linux-{arch}"
+
+
+def test_command_line_beats_environment_beats_pyproject(tmp_path: Path) -> None:
+    root = project(tmp_path, 'ref = "from-pyproject"\nbase_image = "pyproject-base"')
+    env = {"DURANGO_REF": "from-env", "DURANGO_EMBED_IMAGE": "env-app"}
+    settings = load_settings(root, {"ref": "from-cli"}, env)
+    assert settings.ref == "from-cli"
+    assert settings.embed_image == "env-app"
+    assert settings.base_image == "pyproject-base"
+    assert load_settings(root, {}, env).ref == "from-env"
+    assert load_settings(root, {}, {}).ref == "from-pyproject"
+
+
+def test_build_args_from_table_environment_and_command_line(tmp_path: Path) -> None:
+    root = project(tmp_path, 'base_args = { PHP_VERSION = "8.3.1" }')
+    assert load_settings(root, {}, {}).base_args == {"PHP_VERSION": "8.3.1"}
+    env = {"DURANGO_BASE_ARGS": "PHP_VERSION=8.3.2,EXTRA=1"}
+    assert load_settings(root, {}, env).base_args == {"PHP_VERSION": "8.3.2", "EXTRA": "1"}
+    cli = load_settings(root, {"base_args": "PHP_VERSION=8.3.3"}, env)
+    assert cli.base_args == {"PHP_VERSION": "8.3.3"}
+
+
+def test_relative_source_is_relative_to_the_project(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, {"source": "apps/shop"}, {}).source == tmp_path / "apps/shop"
+    assert load_settings(tmp_path, {"source": "/srv/app"}, {}).source == Path("/srv/app")
+
+
+@pytest.mark.parametrize(
+    ("table", "cli", "message"),
+    [
+        ('sorce = "x"', {}, "unknown [tool.durango] key(s) sorce"),
+        ("", {"refs": "v1"}, "unknown setting(s) refs"),
+        ("ref = 3", {}, "ref must be a string"),
+        ("", {"base_args": "NOVALUE"}, "not of the form NAME=value"),
+        ("ref = [", {}, "pyproject.toml"),
+    ],
+)
+def test_bad_configuration_is_named(
+    tmp_path: Path, table: str, cli: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(project(tmp_path, table), cli, {})
