@@ -9,7 +9,7 @@ from pathlib import Path
 
 from doit import get_var
 
-from tasks import archive, base, embed, extract, runtime
+from tasks import archive, base, embed, extract, runtime, verify
 from tasks.errors import ConfigError
 from tasks.pipeline import start
 from tasks.report import DurangoReporter
@@ -49,3 +49,7 @@ def task_extract():
 
 def task_runtime():
     return runtime.task(PIPELINE)
+
+
+def task_verify():
+    return verify.task(PIPELINE)

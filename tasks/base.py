@@ -17,13 +17,12 @@ from tasks.pipeline import Pipeline, StageCheck, action
 
 
 def builder_files(pipe: Pipeline, dockerfile: str) -> list[ContextFile]:
-    """builder/ as a build context for one stage: its own Dockerfile, no other stage's."""
-    settings = pipe.settings
-    others = {settings.base_dockerfile, settings.embed_dockerfile} - {dockerfile}
+    """builder/ as a build context for one stage: its own Dockerfile, no other Dockerfile."""
     return [
         f
-        for f in context_files(settings.builder_dir, dockerfile)
-        if f.arcname not in others and not f.arcname.startswith("package/")
+        for f in context_files(pipe.settings.builder_dir, dockerfile)
+        if f.arcname == dockerfile
+        or not (f.arcname.endswith(".Dockerfile") or f.arcname.startswith("package/"))
     ]
 
 

@@ -29,6 +29,7 @@ class Settings:
     root: Path
     source: Path = Path("../durango-pg")
     ref: str = "HEAD"
+    builder: str = "static"
     base_image: str = "orangescrum-cloud-base"
     embed_image: str = "orangescrum-cloud-app"
     runtime_image: str = "orangescrum-ee"
@@ -38,6 +39,8 @@ class Settings:
     embed_args: Mapping[str, str] = field(default_factory=dict)
     binary_path: str = "/go/src/app/dist/frankenphp-linux-{arch}"
     runtime_base: str = "alpine:3.20"
+    docroot: str = "webroot"
+    health_path: str = "/home/healthcheck"
 
     @property
     def builder_dir(self) -> Path:
@@ -63,6 +66,14 @@ class Settings:
 
 KEYS = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "root")
 _MAPPINGS = {"base_args", "embed_args"}
+
+# Builder profiles: what `builder=<name>` changes unless a key is set explicitly.
+#   static: production, upstream static builder (needs its image); Alpine runtime.
+#   local:  Debian packages + Go module proxy only; Debian runtime for the dynamic binary.
+PROFILES: dict[str, dict[str, str]] = {
+    "static": {"base_dockerfile": "base-build.Dockerfile", "runtime_base": "alpine:3.20"},
+    "local": {"base_dockerfile": "base-local.Dockerfile", "runtime_base": "debian:bookworm-slim"},
+}
 
 
 def parse_args_string(text: str) -> dict[str, str]:
@@ -126,6 +137,11 @@ def load_settings(
             values[key] = _coerce(key, env_value, f"DURANGO_{key.upper()}")
     for key, value in cli_vars.items():
         values[key] = _coerce(key, value, f"command line {key}=")
+    builder = values.get("builder", Settings.builder)
+    if builder not in PROFILES:
+        raise ConfigError(f"builder {builder!r} is not a profile; known: {', '.join(PROFILES)}")
+    for key, value in PROFILES[builder].items():
+        values.setdefault(key, value)
     if "source" in values:
         source = Path(os.path.expanduser(values["source"]))
         values["source"] = source if source.is_absolute() else root / source

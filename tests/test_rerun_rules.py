@@ -212,7 +212,7 @@ def test_doit_info_names_what_changed(built: Workspace) -> None:
 
 def test_doit_list_shows_the_pipeline_in_order(workspace: Workspace) -> None:
     listed = workspace.doit("list").out.splitlines()
-    assert [line.split()[0] for line in listed] == STAGES
+    assert [line.split()[0] for line in listed] == [*STAGES, "verify"]
     assert all(len(line.split()) > 3 for line in listed)  # each has a description
 
 

@@ -64,3 +64,15 @@ def test_bad_configuration_is_named(
 ) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(project(tmp_path, table), cli, {})
+
+
+def test_builder_profile_picks_dockerfile_and_runtime_base_unless_set(tmp_path: Path) -> None:
+    static = load_settings(tmp_path, {}, {})
+    assert (static.base_dockerfile, static.runtime_base) == ("base-build.Dockerfile", "alpine:3.20")
+    local = load_settings(tmp_path, {"builder": "local"}, {})
+    assert local.base_dockerfile == "base-local.Dockerfile"
+    assert local.runtime_base == "debian:bookworm-slim"
+    pinned = load_settings(tmp_path, {"builder": "local", "runtime_base": "my/base:1"}, {})
+    assert pinned.runtime_base == "my/base:1"
+    with pytest.raises(ConfigError, match="builder 'fast' is not a profile"):
+        load_settings(tmp_path, {"builder": "fast"}, {})
