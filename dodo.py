@@ -9,7 +9,7 @@ from pathlib import Path
 
 from doit import get_var
 
-from tasks import archive, base, embed, extract, runtime, verify
+from tasks import archive, base, bundle, embed, extract, runtime, verify
 from tasks.errors import ConfigError
 from tasks.pipeline import start
 from tasks.report import DurangoReporter
@@ -53,3 +53,11 @@ def task_runtime():
 
 def task_verify():
     return verify.task(PIPELINE)
+
+
+def task_up():
+    return bundle.up_task(PIPELINE)
+
+
+def task_down():
+    return bundle.down_task(PIPELINE)

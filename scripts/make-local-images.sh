@@ -2,7 +2,8 @@
 # Make the base images the builds need on a machine that cannot pull from a registry.
 #   busybox   -> durango-local/busybox:latest  (static busybox; the test fixtures build on it)
 #   debian    -> debian:bookworm-slim          (debootstrap minbase; the local builder profile)
-# Usage: scripts/make-local-images.sh [busybox] [debian]   (default: both). Idempotent.
+#   postgres  -> durango-local/postgres:15     (Debian's PostgreSQL, official image's interface)
+# Usage: scripts/make-local-images.sh [busybox] [debian] [postgres]   (default: all). Idempotent.
 set -eu
 
 log() { printf 'make-local-images: %s\n' "$*"; }
@@ -19,8 +20,8 @@ need_package() {
 }
 
 make_busybox() {
-    image=durango-local/busybox:latest
-    if have_image "$image"; then log "$image present"; return 0; fi
+    busybox_image=durango-local/busybox:latest
+    if have_image "$busybox_image"; then log "$busybox_image present"; return 0; fi
     need_package busybox-static
     root=$(mktemp -d)
     mkdir -p "$root/bin" "$root/tmp" "$root/etc"
@@ -31,30 +32,41 @@ make_busybox() {
     chmod 1777 "$root/tmp"
     echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
     echo 'root:x:0:' > "$root/etc/group"
-    tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$image" >/dev/null
+    tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' - "$busybox_image" \
+        >/dev/null
     rm -rf "$root"
-    log "$image created"
+    log "$busybox_image created"
 }
 
 make_debian() {
-    image=debian:bookworm-slim
-    if have_image "$image"; then log "$image present"; return 0; fi
+    debian_image=debian:bookworm-slim
+    if have_image "$debian_image"; then log "$debian_image present"; return 0; fi
     need_package debootstrap
     root=$(mktemp -d)
     log "debootstrap bookworm (minbase) into $root"
     debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >/dev/null \
         || die "debootstrap failed"
     rm -rf "$root/var/cache/apt/archives/"*.deb "$root/var/lib/apt/lists/"*
-    tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - "$image" >/dev/null
+    tar -C "$root" -c . | docker import -c 'CMD ["bash"]' - "$debian_image" >/dev/null
     rm -rf "$root"
-    log "$image created"
+    log "$debian_image created"
 }
 
-[ "$#" -gt 0 ] || set -- busybox debian
+make_postgres() {
+    postgres_image=durango-local/postgres:15
+    if have_image "$postgres_image"; then log "$postgres_image present"; return 0; fi
+    make_debian
+    docker build -q -t "$postgres_image" "$(dirname "$0")/postgres-image" >/dev/null \
+        || die "building $postgres_image failed"
+    log "$postgres_image created"
+}
+
+[ "$#" -gt 0 ] || set -- busybox debian postgres
 for what in "$@"; do
     case "$what" in
         busybox) make_busybox ;;
         debian) make_debian ;;
-        *) die "unknown image '$what' (busybox, debian)" ;;
+        postgres) make_postgres ;;
+        *) die "unknown image '$what' (busybox, debian, postgres)" ;;
     esac
 done

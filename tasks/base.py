@@ -1,8 +1,8 @@
 """Stage 2, base: the slow builder image (PHP, toolchains), built without the app.
 
-Key: the Dockerfile, its build args and every file of builder/ the build can read (.dockerignore
-applies; the other stages' Dockerfiles are left out of the context, so editing them does not
-invalidate this 30-minute build).
+Key: the Dockerfile, its build args, the images its FROM lines name (by ID), and the files of
+builder/ it copies in (.dockerignore applies). The context holds nothing else, so editing a file
+only the embed stage reads does not invalidate this 15-to-30-minute build.
 """
 
 from __future__ import annotations
@@ -10,20 +10,25 @@ from __future__ import annotations
 from typing import Any
 
 from tasks import archive
-from tasks.content import ContextFile, context_files, file_digests
+from tasks.content import ContextFile, context_files, file_digests, read_by
 from tasks.errors import BuildError
-from tasks.images import ImageInputs, ensure_image, image_status
+from tasks.images import ImageInputs, base_image_ids, ensure_image, image_status
 from tasks.pipeline import Pipeline, StageCheck, action
 
 
 def builder_files(pipe: Pipeline, dockerfile: str) -> list[ContextFile]:
-    """builder/ as a build context for one stage: its own Dockerfile, no other Dockerfile."""
-    return [
+    """builder/ as a build context for one stage: only the files its Dockerfile copies in.
+
+    The context sent to the engine is exactly this list, so the stage cannot read a file its
+    key does not cover, and editing a file only another stage copies does not make it stale.
+    """
+    files = [
         f
         for f in context_files(pipe.settings.builder_dir, dockerfile)
         if f.arcname == dockerfile
         or not (f.arcname.endswith(".Dockerfile") or f.arcname.startswith("package/"))
     ]
+    return read_by((pipe.settings.builder_dir / dockerfile).read_text(), files)
 
 
 def image_labels(pipe: Pipeline) -> dict[str, str]:
@@ -40,6 +45,7 @@ def inputs(pipe: Pipeline) -> ImageInputs:
         if not (settings.builder_dir / settings.base_dockerfile).is_file():
             raise BuildError(f"base: {settings.builder_dir / settings.base_dockerfile} is missing")
         files = builder_files(pipe, settings.base_dockerfile)
+        text = (settings.builder_dir / settings.base_dockerfile).read_text()
         return ImageInputs(
             stage="base",
             name=settings.base_image,
@@ -47,6 +53,7 @@ def inputs(pipe: Pipeline) -> ImageInputs:
             files=files,
             digests=file_digests(files, pipe.hashes),
             build_args=dict(settings.base_args),
+            upstream=base_image_ids(pipe.engine, text, settings.base_args),
         )
 
     result: ImageInputs = pipe.once("base-inputs", compute)

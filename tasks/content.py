@@ -8,9 +8,11 @@ run reads no file contents.
 from __future__ import annotations
 
 import atexit
+import fnmatch
 import hashlib
 import json
 import os
+import shlex
 import stat
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -106,6 +108,45 @@ def context_files(context_dir: Path, dockerfile: str) -> list[ContextFile]:
         if path.is_symlink() or path.is_file():
             files.append(ContextFile(rel, path))
     return sorted(files, key=lambda f: f.arcname)
+
+
+def copied_sources(dockerfile: str) -> list[str] | None:
+    """Context paths a Dockerfile's COPY/ADD lines read; None when it may read anything."""
+    sources: list[str] = []
+    logical = dockerfile.replace("\\\n", " ")
+    for line in logical.splitlines():
+        words = line.strip().split(maxsplit=1)
+        if not words:
+            continue
+        instruction = words[0].upper()
+        rest = words[1] if len(words) > 1 else ""
+        if instruction == "RUN" and "--mount=" in rest and "type=bind" in rest:
+            return None  # a bind mount can read any context file
+        if instruction not in ("COPY", "ADD"):
+            continue
+        args = json.loads(rest) if rest.lstrip().startswith("[") else shlex.split(rest)
+        if any(a.startswith("--from=") for a in args):
+            continue
+        paths = [a for a in args if not a.startswith("--")]
+        sources += [p.rstrip("/") or "." for p in paths[:-1]]
+    return sources
+
+
+def read_by(dockerfile: str, files: list[ContextFile]) -> list[ContextFile]:
+    """The context files a Dockerfile can read (its own file name is always kept)."""
+    sources = copied_sources(dockerfile)
+    if sources is None or any(s in (".", "./", "*") for s in sources):
+        return files
+    wanted = [s.removeprefix("./") for s in sources]
+    return [
+        f
+        for f in files
+        if f.arcname.endswith("Dockerfile")
+        or any(
+            f.arcname == s or f.arcname.startswith(s + "/") or fnmatch.fnmatch(f.arcname, s)
+            for s in wanted
+        )
+    ]
 
 
 def tree_files(directory: Path, prefix: str) -> Iterator[ContextFile]:

@@ -192,7 +192,8 @@ class Engine:
             for raw in proc.stdout:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 lines.append(line)
-                print(f"{stage} | {line}", flush=True)
+                if line.strip():
+                    print(f"{stage} | {line}", flush=True)
             code = proc.wait()
         except BaseException:
             proc.kill()
@@ -207,6 +208,19 @@ class Engine:
                 raise EngineError("the docker buildx plugin is not installed")
             raise BuildError(summarize_build_failure(stage, list(lines)))
         return list(lines)
+
+    @staticmethod
+    def compose(
+        compose_file: Path, env_file: Path, args: Sequence[str], env: Mapping[str, str]
+    ) -> None:
+        """Run `docker compose` on the deployment bundle; its output goes straight to the user."""
+        cmd = ["docker", "compose", "-f", str(compose_file), "--env-file", str(env_file), *args]
+        try:
+            done = subprocess.run(cmd, env={**os.environ, **env}, check=False)
+        except FileNotFoundError:
+            raise EngineError("the docker CLI is not installed (compose needs it)") from None
+        if done.returncode != 0:
+            raise EngineError(f"docker compose {' '.join(args)} failed (exit {done.returncode})")
 
     @staticmethod
     def _path_stat(response: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,39 @@ class ImageInputs:
         if self.extra_files is not None:
             files.extend(self.extra_files())
         write_context_tar(out, files)
+
+
+def from_images(dockerfile: str, build_args: Mapping[str, str]) -> list[str]:
+    """The images a Dockerfile's FROM lines name, with ARG values substituted; stages skipped."""
+    args: dict[str, str] = {}
+    stages: set[str] = set()
+    images: list[str] = []
+    for line in dockerfile.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0].upper() == "ARG" and not images:
+            name, _, default = words[1].partition("=")
+            args[name] = build_args.get(name, default)
+        elif len(words) >= 2 and words[0].upper() == "FROM":
+            refs = [w for w in words[1:] if not w.startswith("--")]
+            image = re.sub(
+                r"\$\{?(\w+)\}?",
+                lambda m: args.get(m.group(1), build_args.get(m.group(1), "")),
+                refs[0],
+            )
+            if len(refs) >= 3 and refs[1].upper() == "AS":
+                stages.add(refs[2].lower())
+            if image.lower() not in stages and image != "scratch" and image not in images:
+                images.append(image)
+    return images
+
+
+def base_image_ids(engine: Any, dockerfile: str, build_args: Mapping[str, str]) -> dict[str, str]:
+    """`FROM <image>` -> the local image ID, so a re-imported or re-pulled base makes it stale."""
+    ids = {}
+    for image in from_images(dockerfile, build_args):
+        attrs = engine.image_attrs(image)
+        ids[f"FROM {image}"] = attrs["Id"] if attrs else "not present locally"
+    return ids
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Stage 5, runtime: the small image that runs the binary, from the deployment bundle.
 
 Key: every file of orangescrum-ee/ that its .dockerignore lets through (the binary among them,
-by content), the Dockerfile and the runtime base image argument. `.env*` never enters.
+by content), the Dockerfile, the runtime base image argument and that image's ID. `.env*` never
+enters.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 from tasks import base
 from tasks.content import context_files, file_digests
 from tasks.errors import BuildError
-from tasks.images import ImageInputs, ensure_image, image_status
+from tasks.images import ImageInputs, base_image_ids, ensure_image, image_status
 from tasks.pipeline import Pipeline, StageCheck, action
 
 DOCKERFILE = "Dockerfile"
@@ -23,13 +24,16 @@ def inputs(pipe: Pipeline) -> ImageInputs:
     if not (settings.bundle_dir / DOCKERFILE).is_file():
         raise BuildError(f"runtime: {settings.bundle_dir / DOCKERFILE} is missing")
     files = context_files(settings.bundle_dir, DOCKERFILE)
+    build_args = {"RUNTIME_BASE_IMAGE": settings.runtime_base}
+    text = (settings.bundle_dir / DOCKERFILE).read_text()
     return ImageInputs(
         stage="runtime",
         name=settings.runtime_image,
         dockerfile=DOCKERFILE,
         files=files,
         digests=file_digests(files, pipe.hashes),
-        build_args={"RUNTIME_BASE_IMAGE": settings.runtime_base},
+        build_args=build_args,
+        upstream=base_image_ids(pipe.engine, text, build_args),
     )
 
 

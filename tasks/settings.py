@@ -41,6 +41,8 @@ class Settings:
     runtime_base: str = "alpine:3.20"
     docroot: str = "webroot"
     health_path: str = "/home/healthcheck"
+    env_file: Path = Path("orangescrum-ee/.env")
+    compose_profiles: str = ""
 
     @property
     def builder_dir(self) -> Path:
@@ -142,6 +144,8 @@ def load_settings(
         raise ConfigError(f"builder {builder!r} is not a profile; known: {', '.join(PROFILES)}")
     for key, value in PROFILES[builder].items():
         values.setdefault(key, value)
+    if "env_file" in values:
+        values["env_file"] = Path(values["env_file"])
     if "source" in values:
         source = Path(os.path.expanduser(values["source"]))
         values["source"] = source if source.is_absolute() else root / source

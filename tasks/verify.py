@@ -1,8 +1,8 @@
 """verify: the extracted binary is a working FrankenPHP with the configured PHP, and serves the app.
 
-Runs the binary itself (version, build-info, list-modules, php-cli, php-server on a free loopback
-port) and writes `<binary>.manifest.json`: what was built, from what, with which versions. The
-manifest doubles as the record: verify is up to date while it describes the binary on disk.
+Runs the binary itself (version, build-info, list-modules, a php-cli probe script, php-server on
+a free loopback port) and writes `<binary>.manifest.json`: what was built, from what, with which
+versions. The manifest doubles as the record: verify is up to date while it describes the binary.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,9 +25,10 @@ from tasks.errors import DurangoError
 from tasks.images import KEY_LABEL
 from tasks.pipeline import Pipeline, StageCheck, action
 
+# Run as a script file: with an embedded app, `php-cli -r CODE` is taken for a path in the app.
 PHP_PROBE = (
-    "echo json_encode(['php' => PHP_VERSION, 'zts' => PHP_ZTS, "
-    "'extensions' => get_loaded_extensions()]);"
+    "<?php echo json_encode(['php' => PHP_VERSION, 'zts' => PHP_ZTS, "
+    "'extensions' => get_loaded_extensions()]);\n"
 )
 # Names get_loaded_extensions() reports differently from the build's extension list.
 _ALIASES = {"zend opcache": "opcache"}
@@ -159,7 +161,10 @@ def run(pipe: Pipeline) -> None:
     modules = run_binary(binary, "list-modules").split()
     if "frankenphp" not in modules:
         raise VerifyError("`list-modules` does not list the frankenphp module")
-    php = json.loads(run_binary(binary, "php-cli", "-r", PHP_PROBE))
+    with tempfile.TemporaryDirectory(prefix="durango-verify-") as tmp:
+        probe = Path(tmp, "probe.php")
+        probe.write_text(PHP_PROBE)
+        php = json.loads(run_binary(binary, "php-cli", str(probe)))
     loaded = sorted({_ALIASES.get(e.lower(), e.lower()) for e in php["extensions"]})
     expected = expected_extensions(pipe)
     missing = [e for e in expected if e not in loaded]

@@ -7,6 +7,7 @@ tests never see each other's images. Tests run `python -m doit` in it, as a user
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -193,3 +194,64 @@ def built(workspace: Workspace) -> Workspace:
     run = workspace.doit()
     assert run.executed == STAGES, run.out
     return workspace
+
+
+# --- The real builder profile "local": a genuine FrankenPHP built from Debian packages ------------
+
+LOCAL_IMAGES = "durango-ci-local"  # stable names: later runs reuse the images through their keys
+
+
+def make_local_project(root: Path, app: Path, image_prefix: str = LOCAL_IMAGES) -> Path:
+    """A checkout of this project (real builder/ and orangescrum-ee/) building `app` locally."""
+    root.mkdir(parents=True)
+    for folder in ("builder", "orangescrum-ee"):
+        shutil.copytree(
+            REPO / folder, root / folder, ignore=shutil.ignore_patterns("orangescrum-ee")
+        )
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    (root / "tasks").symlink_to(REPO / "tasks")
+    (root / "pyproject.toml").write_text(
+        f"""[tool.durango]
+builder = "local"
+source = "{app}"
+base_image = "{image_prefix}-base"
+embed_image = "{image_prefix}-embed"
+runtime_image = "{image_prefix}-runtime"
+"""
+    )
+    return root
+
+
+def demo_app_repo(path: Path) -> AppRepo:
+    """examples/demo-app as the root of a git repository of its own, so tests can commit to it."""
+    shutil.copytree(REPO / "examples" / "demo-app", path)
+    git(path, "init", "-q", "-b", "main")
+    repo = AppRepo(path)
+    repo.commit("demo app")
+    return repo
+
+
+@dataclass
+class LocalBuild:
+    """The local profile built once per session: binary verified, runtime image ready."""
+
+    workspace: Workspace
+    runtime_image: str
+    manifest: dict
+
+
+@pytest.fixture(scope="session")
+def local_build(
+    tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient
+) -> LocalBuild:
+    subprocess.run([str(REPO / "scripts" / "make-local-images.sh"), "debian"], check=True)
+    tmp = tmp_path_factory.mktemp("local")
+    app = demo_app_repo(tmp / "demo-app")
+    root = make_local_project(tmp / "project", app.path)
+    # A secret next to the bundle must never reach the runtime image.
+    (root / "orangescrum-ee" / ".env").write_text("DB_PASSWORD=never-in-an-image-7d1e\n")
+    ws = Workspace(root, LOCAL_IMAGES, app, engine)
+    ws.doit("verify")
+    ws.doit("runtime")
+    manifest = json.loads((ws.binary.parent / "orangescrum-ee.manifest.json").read_text())
+    return LocalBuild(ws, f"{LOCAL_IMAGES}-runtime:latest", manifest)

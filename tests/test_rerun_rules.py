@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 
 import docker
 import pytest
@@ -86,6 +87,13 @@ def test_embed_dockerfile_change_does_not_touch_base(built: Workspace) -> None:
     # a label changes the image, not the binary: the runtime (keyed on the binary) stays
     assert run.executed == ["embed", "extract"]
     assert run.uptodate == ["archive", "base", "runtime"]
+
+
+def test_file_only_embed_copies_does_not_rebuild_base(built: Workspace) -> None:
+    (built.root / "builder" / "embed-tool.txt").write_text("embed tool v2\n")
+    run = built.doit()
+    assert run.executed == ["embed", "extract", "runtime"]
+    assert b"embed tool v2" in built.binary.read_bytes()
 
 
 def test_file_outside_context_changes_nothing(built: Workspace) -> None:
@@ -212,7 +220,7 @@ def test_doit_info_names_what_changed(built: Workspace) -> None:
 
 def test_doit_list_shows_the_pipeline_in_order(workspace: Workspace) -> None:
     listed = workspace.doit("list").out.splitlines()
-    assert [line.split()[0] for line in listed] == [*STAGES, "verify"]
+    assert [line.split()[0] for line in listed] == [*STAGES, "verify", "up", "down"]
     assert all(len(line.split()) > 3 for line in listed)  # each has a description
 
 
@@ -233,3 +241,27 @@ def test_records_are_json_and_dep_file_is_sqlite(built: Workspace) -> None:
     assert record["commit"] == git(built.app.path, "rev-parse", "HEAD")
     header = (built.root / ".doit.db").read_bytes()[:16]
     assert header == b"SQLite format 3\x00"
+
+
+def test_reimported_base_image_rebuilds_what_stands_on_it(built: Workspace) -> None:
+    """The runtime's FROM image counts by ID: same tag, new content, new runtime image."""
+    other = f"{built.prefix}-newbase:1"
+    built.engine.images.get("durango-local/busybox:latest").tag(other)
+    subprocess.run(
+        ["docker", "build", "-q", "-t", other, "-"],
+        input=f"FROM {other}\nRUN echo changed > /etc/changed\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    assert built.doit(f"runtime_base={other}").executed == ["runtime"]
+    built.engine.images.get(other).tag(f"{built.prefix}-newbase", "1")  # unchanged tag: no-op
+    assert built.doit(f"runtime_base={other}").executed == []
+    subprocess.run(
+        ["docker", "build", "-q", "-t", other, "-"],
+        input=f"FROM {other}\nRUN echo changed again > /etc/changed\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+    assert built.doit(f"runtime_base={other}").executed == ["runtime"]
