@@ -9,7 +9,7 @@ from pathlib import Path
 
 from doit import get_var
 
-from tasks import archive, base, bundle, embed, extract, runtime, verify
+from tasks import archive, backup, base, bundle, embed, extract, runtime, verify
 from tasks.errors import ConfigError
 from tasks.pipeline import start
 from tasks.report import DurangoReporter
@@ -61,3 +61,15 @@ def task_up():
 
 def task_down():
     return bundle.down_task(PIPELINE)
+
+
+def task_backup():
+    return backup.tasks(PIPELINE)["backup"]
+
+
+def task_restore():
+    return backup.tasks(PIPELINE)["restore"]
+
+
+def task_backups():
+    return backup.tasks(PIPELINE)["backups"]

@@ -12,7 +12,8 @@ from tasks.errors import ConfigError
 from tasks.pipeline import Pipeline, action
 
 
-def _compose(pipe: Pipeline, *args: str) -> None:
+def compose(pipe: Pipeline, *args: str) -> None:
+    """`docker compose` on the bundle, with the env file, profiles and project of the settings."""
     settings = pipe.settings
     env_file = (
         settings.env_file if settings.env_file.is_absolute() else settings.root / settings.env_file
@@ -28,18 +29,18 @@ def _compose(pipe: Pipeline, *args: str) -> None:
     pipe.engine.compose(
         settings.bundle_dir / "docker-compose.yaml",
         env_file,
-        [*profiles, *args],
+        ["--project-name", settings.compose_project, *profiles, *args],
         {"APP_IMAGE": f"{settings.runtime_image}:latest"},
     )
 
 
 def up(pipe: Pipeline) -> None:
-    _compose(pipe, "up", "--detach", "--wait", "--remove-orphans")
+    compose(pipe, "up", "--detach", "--wait", "--remove-orphans")
     print(f"up: bundle running with {pipe.settings.runtime_image}:latest")
 
 
 def down(pipe: Pipeline) -> None:
-    _compose(pipe, "down", "--remove-orphans")  # never --volumes: uploads and the database stay
+    compose(pipe, "down", "--remove-orphans")  # never --volumes: uploads and the database stay
     print("down: containers removed; volumes kept")
 
 

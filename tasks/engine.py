@@ -222,6 +222,124 @@ class Engine:
         if done.returncode != 0:
             raise EngineError(f"docker compose {' '.join(args)} failed (exit {done.returncode})")
 
+    # --- the deployment bundle's containers and volumes (backups) -------------------------------
+
+    def service_container(self, project: str, service: str) -> Any | None:
+        """The running container of a compose service, or None."""
+        labels = [f"com.docker.compose.project={project}", f"com.docker.compose.service={service}"]
+        found = self.client.containers.list(filters={"label": labels, "status": "running"})
+        return found[0] if found else None
+
+    def project_volumes(self, project: str) -> dict[str, Any]:
+        """The named volumes of a compose project, by their short (compose file) name."""
+        volumes = self.client.volumes.list(
+            filters={"label": f"com.docker.compose.project={project}"}
+        )
+        return {v.attrs["Labels"]["com.docker.compose.volume"]: v for v in volumes}
+
+    def ensure_volume(self, project: str, short: str) -> Any:
+        """A compose volume, created with compose's labels when missing (so compose adopts it)."""
+        existing = self.project_volumes(project).get(short)
+        if existing is not None:
+            return existing
+        labels = {"com.docker.compose.project": project, "com.docker.compose.volume": short}
+        return self.client.volumes.create(f"{project}_{short}", labels=labels)
+
+    def exec(
+        self,
+        container: Any,
+        cmd: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        user: str = "",
+    ) -> str:
+        """Run a command in a running container; EngineError with its output when it fails."""
+        try:
+            code, output = container.exec_run(
+                list(cmd), environment=dict(env or {}), user=user, demux=False
+            )
+        except docker.errors.APIError as exc:
+            container.reload()
+            state = container.attrs.get("State", {})
+            logs = container.logs(tail=5).decode(errors="replace").strip()
+            raise EngineError(
+                f"cannot run `{cmd[0]}` in {container.name} ({state.get('Status')}, exit "
+                f"{state.get('ExitCode')} {state.get('Error', '')}): {exc.explanation} {logs}"
+            ) from None
+        text = output.decode(errors="replace") if isinstance(output, bytes) else ""
+        if code != 0:
+            raise EngineError(
+                f"`{cmd[0]}` in {container.name} exited {code}: {text.strip()[-500:]}"
+            )
+        return text
+
+    def helper_container(
+        self, image: str, volumes: Mapping[str, str], like: Any | None = None
+    ) -> Any:
+        """A root container sleeping with `volumes` (name -> mount point) mounted, to copy and
+        run commands in; with `like`, it also gets that container's environment and network (to
+        reach the same database). Remove it when done."""
+        binds = {name: {"bind": path, "mode": "rw"} for name, path in volumes.items()}
+        attrs = like.attrs if like is not None else {}
+        networks = list((attrs.get("NetworkSettings") or {}).get("Networks") or {})
+        helper = self.client.containers.create(
+            image,
+            entrypoint=["sleep", "3600"],
+            user="0",
+            environment=(attrs.get("Config") or {}).get("Env") or [],
+            network=networks[0] if networks else None,
+            volumes=binds,
+            extra_hosts={"host.docker.internal": "host-gateway"},
+        )
+        helper.start()
+        return helper
+
+    def archive_out(self, container: Any, path: str, dest: Path) -> tuple[str, int]:
+        """Stream a path of a container, as the engine's tar, into `dest`: (sha256, size)."""
+        chunks, _ = container.get_archive(path, chunk_size=_CHUNK)
+        digest = hashlib.sha256()
+        size = 0
+        with dest.open("wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        return digest.hexdigest(), size
+
+    def file_out(self, container: Any, path: str, dest: Path) -> tuple[str, int]:
+        """Stream one file out of a container into `dest`: (sha256, size)."""
+        chunks, _ = container.get_archive(path, chunk_size=_CHUNK)
+        digest = hashlib.sha256()
+        size = 0
+        with tarfile.open(fileobj=_ChunkReader(iter(chunks)), mode="r|") as tar:
+            member = tar.next()
+            source = tar.extractfile(member) if member is not None else None
+            if source is None:
+                raise EngineError(f"{path} in {container.name} is not a regular file")
+            with dest.open("wb") as out:
+                while chunk := source.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        return digest.hexdigest(), size
+
+    def archive_in(self, container: Any, path: str, tar_file: Path) -> None:
+        """Unpack a tar into a container keeping owners (copyUIDGID), like `docker cp -a`."""
+        api = self.client.api
+        with tar_file.open("rb") as data:
+            response = api.put(
+                f"{api.base_url}/v{api.api_version}/containers/{container.id}/archive",
+                params={"path": path, "copyUIDGID": "true"},
+                data=data,
+            )
+        if response.status_code != 200:
+            raise EngineError(
+                f"copying {tar_file.name} into {container.name}:{path}: {response.text}"
+            )
+
     @staticmethod
     def _path_stat(response: Any) -> dict[str, Any]:
         header = response.headers.get("X-Docker-Container-Path-Stat")

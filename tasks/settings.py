@@ -43,6 +43,12 @@ class Settings:
     health_path: str = "/home/healthcheck"
     env_file: Path = Path("orangescrum-ee/.env")
     compose_profiles: str = ""
+    compose_project: str = "orangescrum-ee"
+    backup_dir: str = "backups"
+    backup_keep: str = "7"
+    restore_from: str = "latest"
+    confirm: str = ""
+    drop_database: str = ""
 
     @property
     def builder_dir(self) -> Path:

@@ -248,17 +248,23 @@ def test_failing_migration_stops_the_container_before_serving(
 def test_bundled_database_profile_with_doit_up_and_down(local_build: LocalBuild) -> None:
     ws = local_build.workspace
     port = free_port()
+    project = f"durango-test-{uuid.uuid4().hex[:8]}"
     env = {
-        "COMPOSE_PROJECT_NAME": f"durango-test-{uuid.uuid4().hex[:8]}",
         "APP_PORT": str(port),
         "APP_BIND": "127.0.0.1",
         "DB_IMAGE": POSTGRES,
     }
     subprocess.run([str(REPO / "scripts" / "make-local-images.sh"), "postgres"], check=True)
-    settings = ["env_file=orangescrum-ee/.env.test-bundled", "compose_profiles=bundled-db"]
+    settings = [
+        "env_file=orangescrum-ee/.env.test-bundled",
+        "compose_profiles=bundled-db",
+        f"compose_project={project}",
+    ]
     compose = [
         "docker",
         "compose",
+        "-p",
+        project,
         "-f",
         str(ws.root / "orangescrum-ee" / "docker-compose.yaml"),
         "--env-file",

@@ -220,7 +220,15 @@ def test_doit_info_names_what_changed(built: Workspace) -> None:
 
 def test_doit_list_shows_the_pipeline_in_order(workspace: Workspace) -> None:
     listed = workspace.doit("list").out.splitlines()
-    assert [line.split()[0] for line in listed] == [*STAGES, "verify", "up", "down"]
+    assert [line.split()[0] for line in listed] == [
+        *STAGES,
+        "verify",
+        "up",
+        "down",
+        "backup",
+        "restore",
+        "backups",
+    ]
     assert all(len(line.split()) > 3 for line in listed)  # each has a description
 
 
