@@ -12,7 +12,7 @@ from typing import Any
 from tasks import archive
 from tasks.content import ContextFile, context_files, file_digests, read_by
 from tasks.errors import BuildError
-from tasks.images import ImageInputs, base_image_ids, ensure_image, image_status
+from tasks.images import ImageInputs, base_image_ids, built_image_id, ensure_image, reason_to_build
 from tasks.pipeline import Pipeline, StageCheck, action
 
 
@@ -61,16 +61,11 @@ def inputs(pipe: Pipeline) -> ImageInputs:
 
 
 def image_id(pipe: Pipeline) -> str:
-    """ID of the base image the current inputs call for (base must have run)."""
-    status = image_status(pipe.engine, inputs(pipe))
-    if status.image_id is None:
-        raise BuildError(f"base image {inputs(pipe).tag} is not built; run `doit base`")
-    return status.image_id
+    return built_image_id(pipe.engine, inputs(pipe))
 
 
 def why(pipe: Pipeline) -> str | None:
-    status = image_status(pipe.engine, inputs(pipe))
-    return None if status.plan == "up-to-date" else status.reason
+    return reason_to_build(pipe.engine, inputs(pipe))
 
 
 def task(pipe: Pipeline) -> dict[str, Any]:

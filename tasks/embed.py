@@ -11,7 +11,7 @@ from typing import Any
 from tasks import archive, base
 from tasks.content import file_digests, tree_files
 from tasks.errors import BuildError
-from tasks.images import ImageInputs, ensure_image, image_status
+from tasks.images import ImageInputs, built_image_id, ensure_image, reason_to_build
 from tasks.pipeline import Pipeline, StageCheck, action
 
 
@@ -35,15 +35,11 @@ def inputs(pipe: Pipeline) -> ImageInputs:
 
 
 def image_id(pipe: Pipeline) -> str:
-    status = image_status(pipe.engine, inputs(pipe))
-    if status.image_id is None:
-        raise BuildError(f"embed image {inputs(pipe).tag} is not built; run `doit embed`")
-    return status.image_id
+    return built_image_id(pipe.engine, inputs(pipe))
 
 
 def why(pipe: Pipeline) -> str | None:
-    status = image_status(pipe.engine, inputs(pipe))
-    return None if status.plan == "up-to-date" else status.reason
+    return reason_to_build(pipe.engine, inputs(pipe))
 
 
 def task(pipe: Pipeline) -> dict[str, Any]:

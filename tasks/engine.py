@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,6 +57,25 @@ class _ChunkReader(io.RawIOBase):
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
         return size
+
+
+def write_stream(
+    chunks: Iterable[bytes], out: IO[bytes], progress: Callable[[int], None] | None = None
+) -> tuple[str, int]:
+    """Write chunks to `out`, hashing as they pass, and fsync: (sha256, size). Memory stays flat."""
+    digest = hashlib.sha256()
+    size = 0
+    last = time.monotonic()
+    for chunk in chunks:
+        out.write(chunk)
+        digest.update(chunk)
+        size += len(chunk)
+        if progress is not None and time.monotonic() - last > 1.0:
+            progress(size)
+            last = time.monotonic()
+    out.flush()
+    os.fsync(out.fileno())
+    return digest.hexdigest(), size
 
 
 def summarize_build_failure(stage: str, lines: Sequence[str]) -> str:
@@ -296,35 +315,19 @@ class Engine:
     def archive_out(self, container: Any, path: str, dest: Path) -> tuple[str, int]:
         """Stream a path of a container, as the engine's tar, into `dest`: (sha256, size)."""
         chunks, _ = container.get_archive(path, chunk_size=_CHUNK)
-        digest = hashlib.sha256()
-        size = 0
         with dest.open("wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        return digest.hexdigest(), size
+            return write_stream(chunks, out)
 
     def file_out(self, container: Any, path: str, dest: Path) -> tuple[str, int]:
         """Stream one file out of a container into `dest`: (sha256, size)."""
         chunks, _ = container.get_archive(path, chunk_size=_CHUNK)
-        digest = hashlib.sha256()
-        size = 0
         with tarfile.open(fileobj=_ChunkReader(iter(chunks)), mode="r|") as tar:
             member = tar.next()
             source = tar.extractfile(member) if member is not None else None
             if source is None:
                 raise EngineError(f"{path} in {container.name} is not a regular file")
             with dest.open("wb") as out:
-                while chunk := source.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        return digest.hexdigest(), size
+                return write_stream(iter(lambda: source.read(_CHUNK), b""), out)
 
     def archive_in(self, container: Any, path: str, tar_file: Path) -> None:
         """Unpack a tar into a container keeping owners (copyUIDGID), like `docker cp -a`."""
@@ -373,30 +376,22 @@ class Engine:
             if response.status_code != 200:
                 raise EngineError(f"copying {path_in_image} out of {image}: {response.text}")
             total = int(self._path_stat(response).get("size", 0))
-            digest = hashlib.sha256()
-            size = 0
             chunks = response.iter_content(_CHUNK)
             with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as tar:
                 member = tar.next()
-                if member is None or not member.isfile():
+                source = tar.extractfile(member) if member is not None else None
+                if source is None:
                     raise EngineError(f"{path_in_image} in image {image} is not a regular file")
-                source = tar.extractfile(member)
-                assert source is not None
                 with tmp.open("wb") as out:
-                    last = time.monotonic()
-                    while chunk := source.read(_CHUNK):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
-                        if time.monotonic() - last > 1.0:
-                            progress(size, total)
-                            last = time.monotonic()
-                    out.flush()
-                    os.fsync(out.fileno())
+                    sha256, size = write_stream(
+                        iter(lambda: source.read(_CHUNK), b""),
+                        out,
+                        lambda done: progress(done, total),
+                    )
             tmp.chmod(0o755)
             os.replace(tmp, dest)
             progress(size, total)
-            return digest.hexdigest(), size
+            return sha256, size
         finally:
             response.close()
             tmp.unlink(missing_ok=True)

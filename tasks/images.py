@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from tasks.content import ContextFile, write_context_tar
+from tasks.errors import BuildError
 
 KEY_LABEL = "io.durango.key"
 INPUTS_LABEL = "io.durango.inputs"
@@ -189,3 +190,17 @@ def ensure_image(engine: Any, inputs: ImageInputs, labels: Mapping[str, str]) ->
         flush=True,
     )
     return image_id
+
+
+def reason_to_build(engine: Any, inputs: ImageInputs) -> str | None:
+    """Why the stage would run (None: its image is built and `latest` points at it)."""
+    status = image_status(engine, inputs)
+    return None if status.plan == "up-to-date" else status.reason
+
+
+def built_image_id(engine: Any, inputs: ImageInputs) -> str:
+    """ID of the image the inputs call for; BuildError when that stage has not run."""
+    status = image_status(engine, inputs)
+    if status.image_id is None:
+        raise BuildError(f"{inputs.tag} is not built; run `doit {inputs.stage}`")
+    return status.image_id

@@ -12,7 +12,7 @@ from typing import Any
 from tasks import base
 from tasks.content import context_files, file_digests
 from tasks.errors import BuildError
-from tasks.images import ImageInputs, base_image_ids, ensure_image, image_status
+from tasks.images import ImageInputs, base_image_ids, ensure_image, reason_to_build
 from tasks.pipeline import Pipeline, StageCheck, action
 
 DOCKERFILE = "Dockerfile"
@@ -38,8 +38,7 @@ def inputs(pipe: Pipeline) -> ImageInputs:
 
 
 def why(pipe: Pipeline) -> str | None:
-    status = image_status(pipe.engine, inputs(pipe))
-    return None if status.plan == "up-to-date" else status.reason
+    return reason_to_build(pipe.engine, inputs(pipe))
 
 
 def task(pipe: Pipeline) -> dict[str, Any]:

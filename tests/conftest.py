@@ -255,3 +255,12 @@ def local_build(
     ws.doit("runtime")
     manifest = json.loads((ws.binary.parent / "orangescrum-ee.manifest.json").read_text())
     return LocalBuild(ws, f"{LOCAL_IMAGES}-runtime:latest", manifest)
+
+
+def bundled_compose(root: Path, project: str) -> list[str]:
+    """`docker compose` on a workspace's bundle with the bundled-db test variant."""
+    bundle = root / "orangescrum-ee"
+    return [
+        "docker", "compose", "-p", project, "-f", str(bundle / "docker-compose.yaml"),
+        "--env-file", str(bundle / ".env.test-bundled"), "--profile", "bundled-db",
+    ]  # fmt: skip

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import REPO, LocalBuild, Workspace
+from conftest import REPO, LocalBuild, Workspace, bundled_compose
 from test_bundle import POSTGRES, free_port, http
 
 
@@ -61,18 +61,7 @@ def bundle(local_build: LocalBuild, tmp_path: Path) -> Iterator[Bundle]:
         f"compose_project={project}",
         f"backup_dir={backups}",
     ]
-    compose = [
-        "docker",
-        "compose",
-        "-p",
-        project,
-        "-f",
-        str(ws.root / "orangescrum-ee" / "docker-compose.yaml"),
-        "--env-file",
-        str(ws.root / "orangescrum-ee" / ".env.test-bundled"),
-        "--profile",
-        "bundled-db",
-    ]
+    compose = bundled_compose(ws.root, project)
     made = Bundle(ws, settings, env, port, compose, backups)
     try:
         made.doit("up")

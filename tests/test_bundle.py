@@ -19,7 +19,15 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import LOCAL_IMAGES, REPO, LocalBuild, Workspace, demo_app_repo, make_local_project
+from conftest import (
+    LOCAL_IMAGES,
+    REPO,
+    LocalBuild,
+    Workspace,
+    bundled_compose,
+    demo_app_repo,
+    make_local_project,
+)
 from docker.models.containers import Container
 
 POSTGRES = "durango-local/postgres:15"
@@ -260,18 +268,7 @@ def test_bundled_database_profile_with_doit_up_and_down(local_build: LocalBuild)
         "compose_profiles=bundled-db",
         f"compose_project={project}",
     ]
-    compose = [
-        "docker",
-        "compose",
-        "-p",
-        project,
-        "-f",
-        str(ws.root / "orangescrum-ee" / "docker-compose.yaml"),
-        "--env-file",
-        str(ws.root / "orangescrum-ee" / ".env.test-bundled"),
-        "--profile",
-        "bundled-db",
-    ]
+    compose = bundled_compose(ws.root, project)
     try:
         up = ws.doit("up", *settings, env=env)
         assert "runtime" in up.uptodate
