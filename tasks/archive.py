@@ -31,14 +31,19 @@ _CHUNK = 1 << 20
 class Source:
     """The source repository, the folder of it we ship, and the commit we ship it at."""
 
+    repo: git.Repo
     repo_dir: Path
     subdir: str  # "" for the whole repository
     commit: str
-    url: str
 
     @property
     def treeish(self) -> str:
         return f"{self.commit}:{self.subdir}" if self.subdir else self.commit
+
+    @property
+    def url(self) -> str:
+        """Where the source comes from, for image labels (read only when an image is built)."""
+        return next((r.url for r in self.repo.remotes if r.name == "origin"), str(self.repo_dir))
 
 
 def resolve_source(pipe: Pipeline) -> Source:
@@ -67,8 +72,7 @@ def resolve_source(pipe: Pipeline) -> Source:
                 f"ref {settings.ref!r} is not a commit in {repo_dir}"
                 + (" (the repository has no commits yet)" if not repo.head.is_valid() else "")
             ) from None
-        url = next((r.url for r in repo.remotes if r.name == "origin"), str(repo_dir))
-        return Source(repo_dir, "" if subdir == "." else subdir, commit, url)
+        return Source(repo, repo_dir, "" if subdir == "." else subdir, commit)
 
     source: Source = pipe.once("source", resolve)
     return source
@@ -79,7 +83,7 @@ def warn_if_dirty(pipe: Pipeline, source: Source) -> None:
     if pipe.memo.get("dirty-warned"):
         return
     pipe.memo["dirty-warned"] = True
-    status = git.Repo(source.repo_dir).git.status("--porcelain", "--", source.subdir or ".")
+    status = source.repo.git.status("--porcelain", "--", source.subdir or ".")
     if status.strip():
         where = source.repo_dir / source.subdir if source.subdir else source.repo_dir
         print(
@@ -198,7 +202,7 @@ def content_key(pipe: Pipeline) -> str:
 def task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "git archive of the source at the ref into package/ (key: the commit)",
-        "actions": [action(lambda: run(pipe))],
-        "uptodate": [StageCheck(lambda: why(pipe))],
+        "actions": [action(pipe, lambda: run(pipe))],
+        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
         "verbosity": 2,
     }

@@ -11,7 +11,6 @@ It is written as `.partial-<time>/` and renamed when complete; only then does `l
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -311,19 +310,19 @@ def tasks(pipe: Pipeline) -> dict[str, dict[str, Any]]:
     return {
         "backup": {
             "doc": "dump the database and archive the bundle's volumes into backup_dir",
-            "actions": [action(lambda: backup(pipe))],
+            "actions": [action(pipe, lambda: backup(pipe))],
             "uptodate": [False],
             "verbosity": 2,
         },
         "restore": {
             "doc": "verify and restore a backup (restore_from=NAME, confirm=yes)",
-            "actions": [action(lambda: restore(pipe))],
+            "actions": [action(pipe, lambda: restore(pipe))],
             "uptodate": [False],
             "verbosity": 2,
         },
         "backups": {
             "doc": "list backups with size, age and checksum state",
-            "actions": [action(lambda: list_backups(pipe))],
+            "actions": [action(pipe, lambda: list_backups(pipe))],
             "uptodate": [False],
             "verbosity": 2,
         },
@@ -332,6 +331,8 @@ def tasks(pipe: Pipeline) -> dict[str, dict[str, Any]]:
 
 def main(argv: list[str]) -> int:
     """backup_volumes.sh: the same backups from the shell."""
+    import argparse
+
     parser = argparse.ArgumentParser(prog="backup_volumes.sh", description=__doc__.split("\n")[0])
     parser.add_argument(
         "command", choices=["backup", "list", "restore"], nargs="?", default="backup"

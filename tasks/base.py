@@ -71,7 +71,9 @@ def why(pipe: Pipeline) -> str | None:
 def task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "builder image without the app (key: Dockerfile, build args, builder/ files)",
-        "actions": [action(lambda: ensure_image(pipe.engine, inputs(pipe), image_labels(pipe)))],
-        "uptodate": [StageCheck(lambda: why(pipe))],
+        "actions": [
+            action(pipe, lambda: ensure_image(pipe.engine, inputs(pipe), image_labels(pipe)))
+        ],
+        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
         "verbosity": 2,
     }

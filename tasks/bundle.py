@@ -47,7 +47,7 @@ def down(pipe: Pipeline) -> None:
 def up_task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "start the deployment bundle with env_file (builds what is stale first)",
-        "actions": [action(lambda: up(pipe))],
+        "actions": [action(pipe, lambda: up(pipe))],
         "task_dep": ["runtime"],
         "uptodate": [False],
         "verbosity": 2,
@@ -57,7 +57,7 @@ def up_task(pipe: Pipeline) -> dict[str, Any]:
 def down_task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "stop the deployment bundle; volumes (uploads, database) are kept",
-        "actions": [action(lambda: down(pipe))],
+        "actions": [action(pipe, lambda: down(pipe))],
         "uptodate": [False],
         "verbosity": 2,
     }

@@ -121,6 +121,9 @@ class Engine:
                 ) from None
         return self._client
 
+    def forget(self) -> None:
+        self._inspected.clear()
+
     def image_attrs(self, ref: str) -> dict[str, Any] | None:
         """The engine's inspect data for an image reference, or None when it does not exist."""
         if ref not in self._inspected:

@@ -59,8 +59,8 @@ def run(pipe: Pipeline) -> None:
 def task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "binary copied out of the embed image (key: embed image ID, binary on disk)",
-        "actions": [action(lambda: run(pipe))],
-        "uptodate": [StageCheck(lambda: why(pipe))],
+        "actions": [action(pipe, lambda: run(pipe))],
+        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
         "task_dep": ["embed"],
         "verbosity": 2,
     }

@@ -133,13 +133,14 @@ def image_status(engine: Any, inputs: ImageInputs) -> ImageStatus:
     """Compare the image the inputs call for with what the engine holds."""
     found = engine.image_attrs(inputs.tag)
     labels = ((found or {}).get("Config") or {}).get("Labels") or {}
-    latest = engine.image_attrs(f"{inputs.name}:latest")
     if found is not None and labels.get(KEY_LABEL) == inputs.key:
-        if latest is not None and latest["Id"] == found["Id"]:
+        # one inspect answers both questions: its tags say where `latest` points
+        if f"{inputs.name}:latest" in (found.get("RepoTags") or []):
             return ImageStatus("up-to-date", f"{inputs.tag} is built", found["Id"])
         return ImageStatus(
             "retag", f"{inputs.tag} is built; {inputs.name}:latest points elsewhere", found["Id"]
         )
+    latest = engine.image_attrs(f"{inputs.name}:latest")
     if latest is None:
         return ImageStatus("build", f"no {inputs.name} image built yet (key {inputs.key[:12]})")
     latest_labels = (latest.get("Config") or {}).get("Labels") or {}

@@ -59,6 +59,11 @@ class Pipeline:
     def drop_record(self, name: str) -> None:
         self.record_path(name).unlink(missing_ok=True)
 
+    def fresh(self) -> None:
+        """Forget what the engine said: with `doit -n`, other processes build in between."""
+        if self._engine is not None:
+            self._engine.forget()
+
     def once(self, name: str, compute: Callable[[], Any]) -> Any:
         """Compute a fact once per run (source commit, context digests)."""
         if name not in self.memo:
@@ -72,11 +77,13 @@ class StageCheck:
     Its text is the reason, which is what `doit info <stage>` prints.
     """
 
-    def __init__(self, why: Callable[[], str | None]) -> None:
+    def __init__(self, pipe: Pipeline, why: Callable[[], str | None]) -> None:
+        self._pipe = pipe
         self._why = why
         self.reason = "not checked yet"
 
     def __call__(self) -> bool:
+        self._pipe.fresh()
         try:
             reason = self._why()
         except DurangoError as exc:  # the action will meet it again and report it
@@ -90,11 +97,12 @@ class StageCheck:
     __repr__ = __str__
 
 
-def action(stage: Callable[[], Any]) -> Callable[[], Any]:
+def action(pipe: Pipeline, stage: Callable[[], Any]) -> Callable[[], Any]:
     """Wrap a stage function as a doit python-action: typed errors become a clean failure."""
 
     @functools.wraps(stage)
     def run() -> Any:
+        pipe.fresh()
         try:
             result = stage()
         except DurangoError as exc:

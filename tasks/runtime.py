@@ -45,9 +45,9 @@ def task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "runtime image from orangescrum-ee/ (key: binary content, Dockerfile, context)",
         "actions": [
-            action(lambda: ensure_image(pipe.engine, inputs(pipe), base.image_labels(pipe)))
+            action(pipe, lambda: ensure_image(pipe.engine, inputs(pipe), base.image_labels(pipe)))
         ],
-        "uptodate": [StageCheck(lambda: why(pipe))],
+        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
         "task_dep": ["extract"],
         "verbosity": 2,
     }

@@ -13,8 +13,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -107,6 +105,9 @@ def check_http(pipe: Pipeline, binary: Path) -> dict[str, Any]:
     No database is configured here, so the app may rightly answer 503; what matters is that
     PHP ran the embedded app and answered with its JSON.
     """
+    import urllib.error  # only when verifying: keeps no-op runs from loading the HTTP stack
+    import urllib.request
+
     settings = pipe.settings
     port = free_port()
     url = f"http://127.0.0.1:{port}{settings.health_path}"
@@ -210,8 +211,8 @@ def run(pipe: Pipeline) -> None:
 def task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "run the binary's checks (version, modules, PHP, HTTP) and write its manifest",
-        "actions": [action(lambda: run(pipe))],
-        "uptodate": [StageCheck(lambda: why(pipe))],
+        "actions": [action(pipe, lambda: run(pipe))],
+        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
         "task_dep": ["extract"],
         "verbosity": 2,
     }

@@ -273,3 +273,9 @@ def test_reimported_base_image_rebuilds_what_stands_on_it(built: Workspace) -> N
         capture_output=True,
     )
     assert built.doit(f"runtime_base={other}").executed == ["runtime"]
+
+
+def test_parallel_run_builds_everything_once(workspace: Workspace) -> None:
+    run = workspace.doit("-n", "2")
+    assert sorted(run.executed) == sorted(STAGES), run.out
+    assert workspace.doit().executed == []
