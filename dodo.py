@@ -51,6 +51,10 @@ def task_runtime():
     return runtime.task(PIPELINE)
 
 
+def task_publish():
+    return runtime.publish_task(PIPELINE)
+
+
 def task_verify():
     return verify.task(PIPELINE)
 

@@ -72,7 +72,10 @@ def task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "builder image without the app (key: Dockerfile, build args, builder/ files)",
         "actions": [
-            action(pipe, lambda: ensure_image(pipe.engine, inputs(pipe), image_labels(pipe)))
+            action(
+                pipe,
+                lambda: ensure_image(pipe.engine, inputs(pipe), image_labels(pipe), pipe.registry),
+            )
         ],
         "uptodate": [StageCheck(pipe, lambda: why(pipe))],
         "verbosity": 2,

@@ -46,7 +46,12 @@ def task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "app embedded into the binary (key: base image ID, package/ content, Dockerfile)",
         "actions": [
-            action(pipe, lambda: ensure_image(pipe.engine, inputs(pipe), base.image_labels(pipe)))
+            action(
+                pipe,
+                lambda: ensure_image(
+                    pipe.engine, inputs(pipe), base.image_labels(pipe), pipe.registry
+                ),
+            )
         ],
         "uptodate": [StageCheck(pipe, lambda: why(pipe))],
         "task_dep": ["archive", "base"],

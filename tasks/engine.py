@@ -27,7 +27,7 @@ from typing import IO, Any
 import docker
 import docker.errors
 
-from tasks.errors import BuildError, EngineError
+from tasks.errors import BuildError, EngineError, RegistryError
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 _CHUNK = 1 << 20
@@ -100,6 +100,12 @@ def summarize_build_failure(stage: str, lines: Sequence[str]) -> str:
     return f"{stage}: build step {title} failed: {error}" + (f"\n{body}" if body else "")
 
 
+def _registry_error(ref: str, message: str) -> RegistryError:
+    lowered = message.lower()
+    missing = "manifest unknown" in lowered or "not found" in lowered
+    return RegistryError(f"{ref}: {message.strip()}", missing=missing)
+
+
 class Engine:
     """A connection to one Docker engine (DOCKER_HOST or the local socket), opened lazily."""
 
@@ -143,6 +149,30 @@ class Engine:
             self.client.api.tag(image_id, repository, tag)
         except docker.errors.APIError as exc:
             raise EngineError(f"tagging {repository}:{tag}: {exc.explanation or exc}") from None
+
+    def pull(self, repository: str, tag: str) -> str:
+        """Pull an image; its ID. Errors the engine reports inside the stream count too."""
+        ref = f"{repository}:{tag}"
+        try:
+            for event in self.client.api.pull(repository, tag, stream=True, decode=True):
+                if "error" in event:
+                    raise _registry_error(ref, str(event["error"]))
+        except docker.errors.APIError as exc:
+            raise _registry_error(ref, str(exc.explanation or exc)) from None
+        attrs = self.image_attrs(ref)
+        if attrs is None:
+            raise RegistryError(f"pulled {ref} but the engine does not have it")
+        return str(attrs["Id"])
+
+    def push(self, repository: str, tag: str) -> None:
+        """Push an image; errors reported only inside the stream (auth, quota) are raised."""
+        ref = f"{repository}:{tag}"
+        try:
+            for event in self.client.api.push(repository, tag, stream=True, decode=True):
+                if "error" in event:
+                    raise _registry_error(ref, str(event["error"]))
+        except docker.errors.APIError as exc:
+            raise _registry_error(ref, str(exc.explanation or exc)) from None
 
     def arch(self) -> str:
         """The engine's CPU architecture as binaries name it (x86_64, aarch64)."""

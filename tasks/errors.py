@@ -19,3 +19,11 @@ class EngineError(DurangoError):
 
 class BuildError(DurangoError):
     """A Dockerfile step failed; the message names the step and the tail of its log."""
+
+
+class RegistryError(DurangoError):
+    """A registry refused or could not be reached; `missing` when it simply lacks the image."""
+
+    def __init__(self, message: str, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing

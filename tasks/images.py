@@ -154,17 +154,24 @@ def image_status(engine: Any, inputs: ImageInputs) -> ImageStatus:
     )
 
 
-def ensure_image(engine: Any, inputs: ImageInputs, labels: Mapping[str, str]) -> str:
+def ensure_image(
+    engine: Any, inputs: ImageInputs, labels: Mapping[str, str], cache: Any | None = None
+) -> str:
     """Bring the engine to the image the inputs call for; returns its ID.
 
     If doit runs this action although the image exists and `latest` points at it, the user forced
-    the stage (`doit -a <stage>`): build again (BuildKit reuses what it can).
+    the stage (`doit -a <stage>`): build again (BuildKit reuses what it can). With a registry
+    cache, a missing image is pulled by its key before anything is built, and pushed after.
     """
     status = image_status(engine, inputs)
     if status.plan == "retag" and status.image_id:
         engine.tag(status.image_id, inputs.name, "latest")
         print(f"{inputs.stage}: {inputs.tag} already built; {inputs.name}:latest now points at it")
         return status.image_id
+    if cache is not None and status.plan == "build":
+        pulled = cache.pull(inputs.stage, inputs.name, inputs.key, KEY_LABEL)
+        if pulled is not None:
+            return str(pulled)
     print(f"{inputs.stage}: building {inputs.tag} ({status.reason})", flush=True)
     started = time.monotonic()
     all_labels = {
@@ -190,6 +197,8 @@ def ensure_image(engine: Any, inputs: ImageInputs, labels: Mapping[str, str]) ->
         f"{time.monotonic() - started:.1f}s",
         flush=True,
     )
+    if cache is not None:
+        cache.push(inputs.stage, inputs.name, image_id, [inputs.key[:12]])
     return image_id
 
 

@@ -23,6 +23,7 @@ from doit.exceptions import TaskFailed
 from tasks.content import HashCache, atomic_write_text
 from tasks.engine import Engine
 from tasks.errors import DurangoError
+from tasks.registry import RegistryCache
 from tasks.settings import Settings
 
 # doit commands that only read state: they never wait for the checkout lock.
@@ -37,6 +38,17 @@ class Pipeline:
         self.hashes = HashCache(settings.state_dir / "hashes.json")
         self._engine: Engine | None = None
         self.memo: dict[str, Any] = {}
+
+    @property
+    def registry(self) -> RegistryCache | None:
+        """The shared build cache, when `registry` is set."""
+        if not self.settings.registry:
+            return None
+        if "registry" not in self.memo:
+            required = self.settings.registry_required == "yes"
+            self.memo["registry"] = RegistryCache(self.engine, self.settings.registry, required)
+        cache: RegistryCache = self.memo["registry"]
+        return cache
 
     @property
     def engine(self) -> Engine:

@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import base
+import git
+
+from tasks import archive, base
 from tasks.content import context_files, file_digests
-from tasks.errors import BuildError
-from tasks.images import ImageInputs, base_image_ids, ensure_image, reason_to_build
+from tasks.errors import BuildError, ConfigError
+from tasks.images import (
+    ImageInputs,
+    base_image_ids,
+    built_image_id,
+    ensure_image,
+    reason_to_build,
+)
 from tasks.pipeline import Pipeline, StageCheck, action
+from tasks.registry import RegistryCache
 
 DOCKERFILE = "Dockerfile"
 
@@ -45,9 +54,38 @@ def task(pipe: Pipeline) -> dict[str, Any]:
     return {
         "doc": "runtime image from orangescrum-ee/ (key: binary content, Dockerfile, context)",
         "actions": [
-            action(pipe, lambda: ensure_image(pipe.engine, inputs(pipe), base.image_labels(pipe)))
+            action(
+                pipe,
+                lambda: ensure_image(
+                    pipe.engine, inputs(pipe), base.image_labels(pipe), pipe.registry
+                ),
+            )
         ],
         "uptodate": [StageCheck(pipe, lambda: why(pipe))],
         "task_dep": ["extract"],
+        "verbosity": 2,
+    }
+
+
+def publish(pipe: Pipeline) -> None:
+    """Push the runtime image with human tags: the source's tag (or short commit) and latest."""
+    if pipe.registry is None:
+        raise ConfigError("publish needs a registry: set registry=host/team (docker login first)")
+    source = archive.resolve_source(pipe)
+    try:
+        human = source.repo.git.describe("--tags", "--exact-match", source.commit)
+    except git.GitCommandError:
+        human = source.commit[:12]
+    image_id = built_image_id(pipe.engine, inputs(pipe))
+    required = RegistryCache(pipe.engine, pipe.settings.registry, required=True)
+    required.push("publish", pipe.settings.runtime_image, image_id, [human, "latest"])
+
+
+def publish_task(pipe: Pipeline) -> dict[str, Any]:
+    return {
+        "doc": "push the runtime image to the registry as <source tag or commit> and latest",
+        "actions": [action(pipe, lambda: publish(pipe))],
+        "task_dep": ["runtime"],
+        "uptodate": [False],
         "verbosity": 2,
     }

@@ -44,6 +44,8 @@ class Settings:
     env_file: Path = Path("orangescrum-ee/.env")
     compose_profiles: str = ""
     compose_project: str = "orangescrum-ee"
+    registry: str = ""
+    registry_required: str = ""
     backup_dir: str = "backups"
     backup_keep: str = "7"
     restore_from: str = "latest"

@@ -1,0 +1,107 @@
+"""A registry as the team's build cache: machine A builds and pushes, machine B (same inputs,
+no local images) pulls instead of building, and a registry that is down never fails a build.
+The registry is Debian's docker-registry on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from conftest import AppRepo, make_workspace, remove_images
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but Debian's docker-registry is not installed", pytrace=False)
+        pytest.skip("docker-registry (Debian package) is not installed")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    server = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "registry did not start"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}/team"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_second_machine_pulls_instead_of_building(
+    tmp_path: Path,
+    app_repo: AppRepo,
+    engine: docker.DockerClient,
+    busybox_image: str,
+    registry: str,
+) -> None:
+    ws = make_workspace(tmp_path, app_repo, engine, f'registry = "{registry}"')
+    try:
+        first = ws.doit()
+        assert f"pushed {registry}/{ws.image('base')}:" in first.out
+        pushed = {s: engine.images.get(f"{ws.image(s)}:latest").id for s in ("base", "runtime")}
+
+        remove_images(engine, ws.prefix)  # machine B: same checkout, no images
+        second = ws.doit()
+
+        assert "building" not in second.out, second.out
+        assert f"base: pulled {registry}/{ws.image('base')}:" in second.out
+        for stage, image_id in pushed.items():
+            assert engine.images.get(f"{ws.image(stage)}:latest").id == image_id
+        assert ws.doit().executed == []
+    finally:
+        remove_images(engine, ws.prefix)
+
+
+def test_registry_down_builds_locally_and_says_so_once(
+    tmp_path: Path, app_repo: AppRepo, engine: docker.DockerClient, busybox_image: str
+) -> None:
+    down = f"127.0.0.1:{free_port()}/team"
+    ws = make_workspace(tmp_path, app_repo, engine, f'registry = "{down}"')
+    try:
+        run = ws.doit()
+        assert run.executed == ["archive", "base", "embed", "extract", "runtime"]
+        assert run.out.count(f"registry cache {down} unreachable") == 1, run.out
+    finally:
+        remove_images(engine, ws.prefix)
+
+
+def test_registry_required_turns_a_failed_push_into_a_failure(
+    tmp_path: Path, app_repo: AppRepo, engine: docker.DockerClient, busybox_image: str
+) -> None:
+    down = f"127.0.0.1:{free_port()}/team"
+    extra = f'registry = "{down}"\nregistry_required = "yes"'
+    ws = make_workspace(tmp_path, app_repo, engine, extra)
+    try:
+        run = ws.doit(check=False)
+        assert run.code != 0
+        assert "durango: base failed:" in run.out and "Traceback" not in run.out
+    finally:
+        remove_images(engine, ws.prefix)
