@@ -222,6 +222,7 @@ def test_doit_list_shows_the_pipeline_in_order(workspace: Workspace) -> None:
     listed = workspace.doit("list").out.splitlines()
     assert [line.split()[0] for line in listed] == [
         *STAGES,
+        "publish",
         "verify",
         "up",
         "down",
