@@ -154,6 +154,7 @@ def make_workspace(
     tmp_path: Path, app: AppRepo, engine: docker.DockerClient, extra_config: str = ""
 ) -> Workspace:
     root = tmp_path / "project"
+    root.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(FIXTURE_PROJECT, root)
     shutil.copy(REPO / "dodo.py", root / "dodo.py")
     (root / "tasks").symlink_to(REPO / "tasks")
