@@ -3,6 +3,8 @@ Dockerfile. A failure prints the linter's findings."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,3 +48,15 @@ def test_shellcheck() -> None:
 @pytest.mark.parametrize("dockerfile", tracked("*Dockerfile"))
 def test_hadolint(dockerfile: str) -> None:
     check(["hadolint", dockerfile])
+
+
+def test_actionlint() -> None:
+    if shutil.which("actionlint") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but actionlint is not installed", pytrace=False)
+        pytest.skip(
+            "actionlint not installed (go install github.com/rhysd/actionlint/cmd/actionlint)"
+        )
+    workflows = tracked(".github/workflows/*.yml")
+    assert workflows
+    check(["actionlint", *workflows])
