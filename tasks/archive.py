@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -153,6 +154,7 @@ def _extract(stream: Any, package: Path) -> tuple[str, int, int]:
 
 
 def run(pipe: Pipeline) -> None:
+    started = time.monotonic()
     source = resolve_source(pipe)
     package = pipe.settings.package_dir
     pipe.drop_record(RECORD)  # from here until the end, package/ does not look complete
@@ -187,7 +189,7 @@ def run(pipe: Pipeline) -> None:
     where = f"{source.repo_dir.name}/{source.subdir}" if source.subdir else source.repo_dir.name
     print(
         f"archive: {files} files ({size / 1e6:.1f} MB) of {where} at {source.commit[:12]} "
-        "into package/"
+        f"into package/ in {time.monotonic() - started:.1f}s"
     )
 
 
