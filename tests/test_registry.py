@@ -4,6 +4,7 @@ The registry is Debian's docker-registry on loopback."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import AppRepo, make_workspace, remove_images
+from conftest import AppRepo, git, make_workspace, remove_images
 
 
 def free_port() -> int:
@@ -103,5 +104,40 @@ def test_registry_required_turns_a_failed_push_into_a_failure(
         run = ws.doit(check=False)
         assert run.code != 0
         assert "durango: base failed:" in run.out and "Traceback" not in run.out
+    finally:
+        remove_images(engine, ws.prefix)
+
+
+def test_publish_pushes_the_runtime_image_with_human_tags(
+    tmp_path: Path,
+    app_repo: AppRepo,
+    engine: docker.DockerClient,
+    busybox_image: str,
+    registry: str,
+) -> None:
+    ws = make_workspace(tmp_path, app_repo, engine, f'registry = "{registry}"')
+    try:
+        ws.doit("publish")
+        host, team = registry.split("/")
+        url = f"http://{host}/v2/{team}/{ws.image('runtime')}/tags/list"
+        commit = git(app_repo.path, "rev-parse", "HEAD")
+        tags = json.loads(urllib.request.urlopen(url).read())["tags"]
+        assert commit[:12] in tags and "latest" in tags
+
+        git(app_repo.path, "tag", "v2.1")
+        ws.doit("publish")
+        assert "v2.1" in json.loads(urllib.request.urlopen(url).read())["tags"]
+    finally:
+        remove_images(engine, ws.prefix)
+
+
+def test_publish_without_a_registry_is_one_clear_error(
+    tmp_path: Path, app_repo: AppRepo, engine: docker.DockerClient, busybox_image: str
+) -> None:
+    ws = make_workspace(tmp_path, app_repo, engine)
+    try:
+        run = ws.doit("publish", check=False)
+        assert run.code != 0 and "publish needs a registry" in run.out
+        assert "Traceback" not in run.out
     finally:
         remove_images(engine, ws.prefix)
