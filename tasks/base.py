@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks import archive
 from tasks.content import ContextFile, context_files, file_digests, read_by
 from tasks.errors import BuildError
-from tasks.images import ImageInputs, base_image_ids, built_image_id, ensure_image, reason_to_build
-from tasks.pipeline import Pipeline, StageCheck, action
+from tasks.images import ImageInputs, base_image_ids, built_image_id, stage_task
+from tasks.pipeline import Pipeline
 
 
 def builder_files(pipe: Pipeline, dockerfile: str) -> list[ContextFile]:
@@ -29,14 +28,6 @@ def builder_files(pipe: Pipeline, dockerfile: str) -> list[ContextFile]:
         or not (f.arcname.endswith(".Dockerfile") or f.arcname.startswith("package/"))
     ]
     return read_by((pipe.settings.builder_dir / dockerfile).read_text(), files)
-
-
-def image_labels(pipe: Pipeline) -> dict[str, str]:
-    source = archive.resolve_source(pipe)
-    return {
-        "org.opencontainers.image.revision": source.commit,
-        "org.opencontainers.image.source": source.url,
-    }
 
 
 def inputs(pipe: Pipeline) -> ImageInputs:
@@ -64,19 +55,10 @@ def image_id(pipe: Pipeline) -> str:
     return built_image_id(pipe.engine, inputs(pipe))
 
 
-def why(pipe: Pipeline) -> str | None:
-    return reason_to_build(pipe.engine, inputs(pipe))
-
-
 def task(pipe: Pipeline) -> dict[str, Any]:
-    return {
-        "doc": "builder image without the app (key: Dockerfile, build args, builder/ files)",
-        "actions": [
-            action(
-                pipe,
-                lambda: ensure_image(pipe.engine, inputs(pipe), image_labels(pipe), pipe.registry),
-            )
-        ],
-        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
-        "verbosity": 2,
-    }
+    return stage_task(
+        pipe,
+        "builder image without the app (key: Dockerfile, build args, builder/ files)",
+        lambda: inputs(pipe),
+        [],
+    )

@@ -11,8 +11,8 @@ from typing import Any
 from tasks import archive, base
 from tasks.content import file_digests, tree_files
 from tasks.errors import BuildError
-from tasks.images import ImageInputs, built_image_id, ensure_image, reason_to_build
-from tasks.pipeline import Pipeline, StageCheck, action
+from tasks.images import ImageInputs, built_image_id, stage_task
+from tasks.pipeline import Pipeline
 
 
 def inputs(pipe: Pipeline) -> ImageInputs:
@@ -38,22 +38,10 @@ def image_id(pipe: Pipeline) -> str:
     return built_image_id(pipe.engine, inputs(pipe))
 
 
-def why(pipe: Pipeline) -> str | None:
-    return reason_to_build(pipe.engine, inputs(pipe))
-
-
 def task(pipe: Pipeline) -> dict[str, Any]:
-    return {
-        "doc": "app embedded into the binary (key: base image ID, package/ content, Dockerfile)",
-        "actions": [
-            action(
-                pipe,
-                lambda: ensure_image(
-                    pipe.engine, inputs(pipe), base.image_labels(pipe), pipe.registry
-                ),
-            )
-        ],
-        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
-        "task_dep": ["archive", "base"],
-        "verbosity": 2,
-    }
+    return stage_task(
+        pipe,
+        "app embedded into the binary (key: base image ID, package/ content, Dockerfile)",
+        lambda: inputs(pipe),
+        ["archive", "base"],
+    )

@@ -150,29 +150,28 @@ class Engine:
         except docker.errors.APIError as exc:
             raise EngineError(f"tagging {repository}:{tag}: {exc.explanation or exc}") from None
 
-    def pull(self, repository: str, tag: str) -> str:
-        """Pull an image; its ID. Errors the engine reports inside the stream count too."""
+    def _transfer(self, verb: Callable[..., Any], repository: str, tag: str) -> None:
+        """Run a pull or push to its end; errors reported only inside the stream count too."""
         ref = f"{repository}:{tag}"
         try:
-            for event in self.client.api.pull(repository, tag, stream=True, decode=True):
+            for event in verb(repository, tag, stream=True, decode=True):
                 if "error" in event:
                     raise _registry_error(ref, str(event["error"]))
         except docker.errors.APIError as exc:
             raise _registry_error(ref, str(exc.explanation or exc)) from None
+
+    def pull(self, repository: str, tag: str) -> str:
+        """Pull an image; its ID."""
+        self._transfer(self.client.api.pull, repository, tag)
+        ref = f"{repository}:{tag}"
         attrs = self.image_attrs(ref)
         if attrs is None:
             raise RegistryError(f"pulled {ref} but the engine does not have it")
         return str(attrs["Id"])
 
     def push(self, repository: str, tag: str) -> None:
-        """Push an image; errors reported only inside the stream (auth, quota) are raised."""
-        ref = f"{repository}:{tag}"
-        try:
-            for event in self.client.api.push(repository, tag, stream=True, decode=True):
-                if "error" in event:
-                    raise _registry_error(ref, str(event["error"]))
-        except docker.errors.APIError as exc:
-            raise _registry_error(ref, str(exc.explanation or exc)) from None
+        """Push an image (auth or quota errors arrive inside the stream)."""
+        self._transfer(self.client.api.push, repository, tag)
 
     def arch(self) -> str:
         """The engine's CPU architecture as binaries name it (x86_64, aarch64)."""

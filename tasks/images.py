@@ -214,3 +214,33 @@ def built_image_id(engine: Any, inputs: ImageInputs) -> str:
     if status.image_id is None:
         raise BuildError(f"{inputs.tag} is not built; run `doit {inputs.stage}`")
     return status.image_id
+
+
+def image_labels(pipe: Any) -> dict[str, str]:
+    """OCI labels naming the source the images were built from."""
+    from tasks import archive  # archive needs nothing from here; imported late to stay light
+
+    source = archive.resolve_source(pipe)
+    return {
+        "org.opencontainers.image.revision": source.commit,
+        "org.opencontainers.image.source": source.url,
+    }
+
+
+def stage_task(
+    pipe: Any, doc: str, inputs: Callable[[], ImageInputs], task_dep: list[str]
+) -> dict[str, Any]:
+    """The doit task of an image stage: up to date while its keyed image is there; otherwise
+    pull it from the registry cache, move `latest`, or build it."""
+    from tasks.pipeline import StageCheck, action
+
+    def run() -> str:
+        return ensure_image(pipe.engine, inputs(), image_labels(pipe), pipe.registry)
+
+    return {
+        "doc": doc,
+        "actions": [action(pipe, run)],
+        "uptodate": [StageCheck(pipe, lambda: reason_to_build(pipe.engine, inputs()))],
+        "task_dep": task_dep,
+        "verbosity": 2,
+    }

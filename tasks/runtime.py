@@ -11,17 +11,11 @@ from typing import Any
 
 import git
 
-from tasks import archive, base
+from tasks import archive
 from tasks.content import context_files, file_digests
 from tasks.errors import BuildError, ConfigError
-from tasks.images import (
-    ImageInputs,
-    base_image_ids,
-    built_image_id,
-    ensure_image,
-    reason_to_build,
-)
-from tasks.pipeline import Pipeline, StageCheck, action
+from tasks.images import ImageInputs, base_image_ids, built_image_id, stage_task
+from tasks.pipeline import Pipeline, action
 from tasks.registry import RegistryCache
 
 DOCKERFILE = "Dockerfile"
@@ -46,25 +40,13 @@ def inputs(pipe: Pipeline) -> ImageInputs:
     )
 
 
-def why(pipe: Pipeline) -> str | None:
-    return reason_to_build(pipe.engine, inputs(pipe))
-
-
 def task(pipe: Pipeline) -> dict[str, Any]:
-    return {
-        "doc": "runtime image from orangescrum-ee/ (key: binary content, Dockerfile, context)",
-        "actions": [
-            action(
-                pipe,
-                lambda: ensure_image(
-                    pipe.engine, inputs(pipe), base.image_labels(pipe), pipe.registry
-                ),
-            )
-        ],
-        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
-        "task_dep": ["extract"],
-        "verbosity": 2,
-    }
+    return stage_task(
+        pipe,
+        "runtime image from orangescrum-ee/ (key: binary content, Dockerfile, context)",
+        lambda: inputs(pipe),
+        ["extract"],
+    )
 
 
 def publish(pipe: Pipeline) -> None:

@@ -7,6 +7,7 @@ tests never see each other's images. Tests run `python -m doit` in it, as a user
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -174,10 +175,14 @@ base_args = {{ BUSYBOX_IMAGE = "{BUSYBOX}" }}
 
 
 def remove_images(engine: docker.DockerClient, prefix: str) -> None:
-    for image in engine.images.list():
-        if any(tag.startswith(prefix) for tag in image.tags):
-            for tag in image.tags:
-                engine.images.remove(tag, force=True)
+    """Remove every image with a tag starting with `prefix` (all its tags); tolerate images that
+    another run on the same engine removes meanwhile."""
+    for entry in engine.api.images():
+        tags = entry.get("RepoTags") or []
+        if any(tag.startswith(prefix) for tag in tags):
+            for tag in tags:
+                with contextlib.suppress(docker.errors.NotFound):
+                    engine.images.remove(tag, force=True)
 
 
 @pytest.fixture
