@@ -62,7 +62,7 @@ def test_app_change_relinks_without_rebuilding_php(
         # this content is never built again: drop its embed image so runs do not pile them up
         with contextlib.suppress(docker.errors.NotFound):
             relinked = engine.images.get(f"{LOCAL_IMAGES}-embed:latest")
-            engine.images.remove(relinked.id, force=True)
+            engine.images.remove(str(relinked.id), force=True)
 
 
 def test_builder_compose_file_builds_the_same_dockerfiles() -> None:
