@@ -252,27 +252,26 @@ def test_records_are_json_and_dep_file_is_sqlite(built: Workspace) -> None:
     assert header == b"SQLite format 3\x00"
 
 
+def reimport(image: str, content: str) -> None:
+    """Give `image` new content under the same tag, as a re-import or re-pull would."""
+    subprocess.run(
+        ["docker", "build", "-q", "-t", image, "-"],
+        input=f"FROM {image}\nRUN echo {content} > /etc/changed\n",
+        text=True,
+        check=True,
+        capture_output=True,
+    )
+
+
 def test_reimported_base_image_rebuilds_what_stands_on_it(built: Workspace) -> None:
     """The runtime's FROM image counts by ID: same tag, new content, new runtime image."""
     other = f"{built.prefix}-newbase:1"
     built.engine.images.get("durango-local/busybox:latest").tag(other)
-    subprocess.run(
-        ["docker", "build", "-q", "-t", other, "-"],
-        input=f"FROM {other}\nRUN echo changed > /etc/changed\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    reimport(other, "changed")
     assert built.doit(f"runtime_base={other}").executed == ["runtime"]
     built.engine.images.get(other).tag(f"{built.prefix}-newbase", "1")  # unchanged tag: no-op
     assert built.doit(f"runtime_base={other}").executed == []
-    subprocess.run(
-        ["docker", "build", "-q", "-t", other, "-"],
-        input=f"FROM {other}\nRUN echo changed again > /etc/changed\n",
-        text=True,
-        check=True,
-        capture_output=True,
-    )
+    reimport(other, "changed-again")
     assert built.doit(f"runtime_base={other}").executed == ["runtime"]
 
 
