@@ -9,7 +9,7 @@ from pathlib import Path
 
 from doit import get_var
 
-from tasks import archive, backup, base, bundle, embed, extract, runtime, verify
+from tasks import archive, backup, base, bundle, embed, extract, restore, runtime, verify
 from tasks.errors import ConfigError
 from tasks.pipeline import start
 from tasks.report import DurangoReporter
@@ -72,7 +72,7 @@ def task_backup():
 
 
 def task_restore():
-    return backup.tasks(PIPELINE)["restore"]
+    return restore.task(PIPELINE)
 
 
 def task_backups():

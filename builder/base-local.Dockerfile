@@ -1,9 +1,12 @@
 # Base stage (local profile): a genuine FrankenPHP toolchain from Debian bookworm's packages and
 # the Go module proxy only, for machines that reach package mirrors but no image registry.
 #   PHP 8.2 from Debian's php8.2 source package: ZTS, libphp linked statically into the binary,
-#   extensions compiled in (redis from Debian's php-redis source). The binary then only needs
-#   Debian's shared libraries (orangescrum-ee/debian-runtime-packages.txt).
+#   exactly the extensions PHP_EXTENSIONS names (php-extensions.sh; redis from Debian's
+#   php-redis source). The binary then only needs Debian's shared libraries
+#   (orangescrum-ee/debian-runtime-packages.txt).
 #   Go from the module proxy (golang.org/toolchain), FrankenPHP from its Go modules (frankenphp/).
+#   Composer (Debian's package, run by this PHP so its platform check sees the binary's
+#   extensions) and git, for the embed stage's dependency step.
 # The Go module and build caches stay in the image: the embed stage only adds the app and relinks.
 ARG DEBIAN_IMAGE=debian:bookworm-slim
 FROM ${DEBIAN_IMAGE}
@@ -17,16 +20,12 @@ RUN echo 'deb-src http://deb.debian.org/debian bookworm main' > /etc/apt/sources
     && apt-get update \
     && apt-get install -y --no-install-recommends \
         ca-certificates build-essential dpkg-dev pkg-config autoconf automake libtool bison re2c \
-        file xz-utils golang-go \
+        file xz-utils golang-go git unzip \
         libxml2-dev libsqlite3-dev libcurl4-openssl-dev libssl-dev zlib1g-dev libonig-dev \
         libicu-dev libpng-dev libjpeg-dev libwebp-dev libfreetype-dev libzip-dev libsodium-dev \
-        libpq-dev libargon2-dev libbrotli-dev
+        libpq-dev libargon2-dev libbrotli-dev libbz2-dev libgmp-dev libxslt1-dev
 
 # PHP as Debian ships it (upstream source + Debian's patches), with redis as a built-in extension.
-# opcache is missing on purpose: PHP 8.2 can only build it as a shared zend_extension, which a
-# single self-contained binary cannot load.
-ARG PHP_EXTENSIONS=bcmath,ctype,curl,dom,fileinfo,filter,gd,iconv,intl,mbstring,openssl,pdo,pdo_pgsql,pgsql,phar,redis,session,simplexml,sockets,sodium,tokenizer,xml,xmlreader,xmlwriter,zip,zlib
-ENV PHP_EXTENSIONS=${PHP_EXTENSIONS}
 WORKDIR /usr/src
 RUN apt-get source --download-only php8.2 php-redis >/dev/null \
     && dpkg-source -x php8.2_*.dsc php-src >/dev/null \
@@ -35,29 +34,55 @@ RUN apt-get source --download-only php8.2 php-redis >/dev/null \
     && cp -a "$redis_dir" php-src/ext/redis \
     && rm -rf /var/lib/apt/lists/* ./*.tar.* ./*.dsc php-redis
 
+# The extension set: the same names as the static profile's PHP_EXTENSIONS (the `php_extensions`
+# setting). opcache is built as the shared zend_extension PHP 8.2 makes of it.
+ARG PHP_EXTENSIONS=bcmath,ctype,curl,dom,fileinfo,filter,gd,iconv,intl,mbstring,opcache,openssl,pdo,pdo_pgsql,pgsql,phar,redis,session,simplexml,sockets,sodium,tokenizer,xml,xmlreader,xmlwriter,zip,zlib
+ENV PHP_EXTENSIONS=${PHP_EXTENSIONS}
+COPY php-extensions.sh /usr/local/bin/php-extensions
 WORKDIR /usr/src/php-src
-RUN ./buildconf --force >/dev/null \
+# hadolint ignore=SC2086
+RUN flags=$(php-extensions "$PHP_EXTENSIONS") \
+    && ./buildconf --force >/dev/null \
     && ./configure --prefix=/usr/local --with-config-file-path=/usr/local/etc/php \
         --enable-embed=static --enable-zts --disable-zend-signals \
-        --enable-zend-max-execution-timers --disable-cgi --disable-phpdbg --disable-opcache \
-        --without-sqlite3 --without-pdo-sqlite \
-        --enable-bcmath --enable-ctype --with-curl --enable-dom --enable-fileinfo --enable-filter \
-        --enable-gd --with-jpeg --with-webp --with-freetype --with-iconv --enable-intl \
-        --enable-mbstring --with-openssl --enable-pdo --with-pdo-pgsql --with-pgsql \
-        --enable-phar --enable-session --enable-simplexml --enable-sockets --with-sodium \
-        --enable-tokenizer --enable-xml --enable-xmlreader --enable-xmlwriter --with-zip \
-        --with-zlib --enable-redis --with-password-argon2 > /usr/src/php-configure.log \
+        --enable-zend-max-execution-timers --disable-cgi --disable-phpdbg \
+        --disable-all --with-password-argon2 $flags \
+        > /usr/src/php-configure.log \
     && if ! make -j"$(nproc)" > /usr/src/php-make.log 2>&1; then \
         tail -60 /usr/src/php-make.log; exit 1; \
     fi
+# libphp.a.dynsym lists PHP's symbols for the linker's --dynamic-list, so that a shared
+# zend_extension (opcache) can bind to the PHP inside the binary; upstream's gnu static build
+# links the same way (static-php-cli UnixBuilderBase.php, `-Wl,--dynamic-list=...libphp.a.dynsym`).
+# hadolint ignore=SC2086
 RUN make install > /dev/null \
     && libphp=$(find /usr/local/lib -name libphp.a | head -1) \
     && { [ "$libphp" = /usr/local/lib/libphp.a ] || ln -s "$libphp" /usr/local/lib/libphp.a; } \
+    && { echo '{'; nm --defined-only -g /usr/local/lib/libphp.a 2>/dev/null \
+        | awk 'NF == 3 && $2 ~ /^[BDRTVW]$/ { print "  " $3 ";" }' | sort -u; echo '};'; } \
+        > /usr/local/lib/libphp.a.dynsym \
     && php -r 'exit(PHP_ZTS ? 0 : 1);' \
     && for ext in $(echo "$PHP_EXTENSIONS" | tr , ' '); do \
-        php -r "exit(extension_loaded('$ext') ? 0 : 1);" || { echo "missing extension $ext"; exit 1; }; \
+        if [ "$ext" = opcache ]; then load='-d zend_extension=opcache'; name='Zend OPcache'; \
+        else load=''; name=$ext; fi; \
+        php $load -r "exit(extension_loaded('$name') ? 0 : 1);" \
+            || { echo "missing extension $ext"; exit 1; }; \
     done \
     && php -v
+
+# Composer from Debian (pinned to its upstream version: Debian's security revisions may move),
+# run by the PHP above.
+ARG COMPOSER_VERSION=2.5.5
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends composer \
+    && rm -rf /var/lib/apt/lists/* \
+    && printf '#!/bin/sh\nexec /usr/local/bin/php -d memory_limit=-1 /usr/bin/composer "$@"\n' \
+        > /usr/local/bin/composer \
+    && chmod 755 /usr/local/bin/composer \
+    && if ! composer --version 2>/dev/null | grep -q "^Composer version ${COMPOSER_VERSION} "; then \
+        echo "composer ${COMPOSER_VERSION} is not what Debian installed: $(composer --version)"; \
+        exit 1; \
+    fi
 
 # Machines behind a TLS-inspecting proxy put its CA in builder/certs/ (scripts/host-ca-certs.sh).
 COPY certs/ /usr/local/share/ca-certificates/durango/
@@ -76,17 +101,20 @@ RUN toolchain="golang.org/toolchain@v0.0.1-go${GO_VERSION}.linux-$(dpkg --print-
 
 # FrankenPHP from its Go modules, pinned by frankenphp/go.mod and go.sum. The frankenphp module
 # is copied out of the module cache to a writable place: its app.tar is where an app is embedded.
+# Only go.mod and go.sum are read here: the command's own Go files (main.go, appdir/) come with
+# the embed stage, so changing them never rebuilds this image. Every package the command links
+# is compiled once into Go's build cache (`frankenphp-relink --warm`).
 ARG FRANKENPHP_VERSION=1.12.7
 ARG FRANKENPHP_TAGS=nobadger,nomysql,nopgx,nowatcher,nomercure
 ENV FRANKENPHP_VERSION=${FRANKENPHP_VERSION} FRANKENPHP_TAGS=${FRANKENPHP_TAGS} \
-    FRANKENPHP_SRC=/go/src/frankenphp
+    FRANKENPHP_SRC=/go/src/frankenphp FRANKENPHP_BUILD=/go/src/frankenphp-build
 WORKDIR /go/src/frankenphp-build
-COPY frankenphp/ ./
+COPY frankenphp/go.mod frankenphp/go.sum ./
 RUN go mod download && go mod verify > /dev/null \
     && cp -a "$(go list -m -f '{{.Dir}}' github.com/dunglas/frankenphp)" "$FRANKENPHP_SRC" \
     && chmod -R u+w "$FRANKENPHP_SRC" \
     && go mod edit -replace "github.com/dunglas/frankenphp=$FRANKENPHP_SRC"
 COPY relink-local.sh /usr/local/bin/frankenphp-relink
-RUN frankenphp-relink /usr/local/bin/frankenphp && frankenphp version
+RUN frankenphp-relink --warm
 
 WORKDIR /go/src/app

@@ -52,12 +52,16 @@ make_debian() {
     log "$debian_image created"
 }
 
+# Rebuilt when its recipe (postgres-image/) changes: the image carries the recipe's hash.
 make_postgres() {
     postgres_image=durango-local/postgres:15
-    if have_image "$postgres_image"; then log "$postgres_image present"; return 0; fi
+    recipe=$(cat "$(dirname "$0")"/postgres-image/* | sha256sum | cut -c1-16)
+    current=$(docker image inspect -f '{{index .Config.Labels "io.durango.recipe"}}' \
+        "$postgres_image" 2>/dev/null || true)
+    if [ "$current" = "$recipe" ]; then log "$postgres_image present"; return 0; fi
     make_debian
-    docker build -q -t "$postgres_image" "$(dirname "$0")/postgres-image" >/dev/null \
-        || die "building $postgres_image failed"
+    docker build -q --label "io.durango.recipe=$recipe" -t "$postgres_image" \
+        "$(dirname "$0")/postgres-image" >/dev/null || die "building $postgres_image failed"
     log "$postgres_image created"
 }
 

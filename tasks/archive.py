@@ -176,6 +176,9 @@ def run(pipe: Pipeline) -> None:
         code = proc.wait()
     if code != 0:
         raise SourceError(f"git archive {source.treeish} failed: {stderr.strip()}")
+    # File times inside the binary: when the shipped tree last changed (stable across commits
+    # that touch only other folders of the repository).
+    epoch = source.repo.git.log("-1", "--format=%ct", source.commit, "--", source.subdir or ".")
     pipe.write_record(
         RECORD,
         {
@@ -183,9 +186,11 @@ def run(pipe: Pipeline) -> None:
             "subdir": source.subdir,
             "commit": source.commit,
             "content_key": content_key,
+            "source_date_epoch": epoch.strip() or "0",
             "signature": tree_signature(package),
         },
     )
+    check_app(pipe)
     where = f"{source.repo_dir.name}/{source.subdir}" if source.subdir else source.repo_dir.name
     print(
         f"archive: {files} files ({size / 1e6:.1f} MB) of {where} at {source.commit[:12]} "
@@ -193,12 +198,27 @@ def run(pipe: Pipeline) -> None:
     )
 
 
-def content_key(pipe: Pipeline) -> str:
-    """Fingerprint of package/ contents, as recorded by the last complete archive."""
+def archived(pipe: Pipeline) -> dict[str, Any]:
+    """The record of the last complete archive: content key, commit, source date."""
     record = pipe.read_record(RECORD)
     if record is None:
         raise SourceError("package/ has not been archived; run `doit archive`")
-    return str(record["content_key"])
+    return record
+
+
+def content_key(pipe: Pipeline) -> str:
+    """Fingerprint of package/ contents, as recorded by the last complete archive."""
+    return str(archived(pipe)["content_key"])
+
+
+def check_app(pipe: Pipeline) -> None:
+    """What the settings expect of the app, checked as soon as it is archived, not after a build."""
+    docroot = pipe.settings.docroot
+    if not (pipe.settings.package_dir / docroot).is_dir():
+        raise SourceError(
+            f"docroot {docroot!r} is not a folder of the app at {pipe.settings.ref}; set docroot "
+            "to the folder the web server serves (for example webroot, public or .)"
+        )
 
 
 def task(pipe: Pipeline) -> dict[str, Any]:

@@ -1,36 +1,44 @@
-"""backup / restore / backups: consistent database dumps plus volume archives, verified restore.
+"""backup / backups: consistent database dumps plus volume archives, with checksums.
 
 One implementation for the doit tasks and for `backup_volumes.sh` (`python -m tasks.backup`).
-A backup is a folder `<backup_dir>/<UTC time>/`, readable by its owner only:
+A backup is a folder `<backup_dir>/<UTC time>/` (`pre-restore-<UTC time>/` for the snapshot a
+restore takes first), private to its owner from the first byte (umask 077):
   database.dump       `pg_dump -Fc` of the running database (bundled or external): consistent,
                       unlike a tar of a live data directory
-  volumes/<name>.tar  every named volume of the bundle except the raw PostgreSQL data
+  volumes/<name>.tar  every named volume of the bundle except the raw PostgreSQL data and the
+                      app cache (derived from the binary)
   manifest.json       volumes, sizes, sha256 of every file, image IDs, source commit, times
-It is written as `.partial-<time>/` and renamed when complete; only then does `latest` move.
+It is written as `.partial-<name>/` and renamed when complete; only then does `latest` move.
+One backup at a time per folder (a lock): a second one waits and says so.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
-import tarfile
-import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from tasks import bundle
+from tasks.containers import Containers, Service
 from tasks.content import atomic_write_text
 from tasks.errors import DurangoError
 from tasks.pipeline import Pipeline, action
 
 TOOL = "durango-backup/1"
 APP, DB = "orangescrum-app", "orangescrum-db"
-RAW_DATABASE_VOLUME = "db-data"
+# Never archived nor restored: the raw database files (the dump is their consistent copy) and
+# the app cache (the binary extracts it again).
+NOT_ARCHIVED = {"db-data", "app-cache"}
+PRE_RESTORE = "pre-restore-"
 DUMP_IN_CONTAINER = "/tmp/durango-backup.dump"
 # Connection settings for PostgreSQL's client tools, from the container's own environment: in the
 # bundled database container its POSTGRES_* (local socket), in a helper with the app's settings
@@ -48,12 +56,7 @@ class BackupError(DurangoError):
     """A backup or restore cannot proceed; the message says what to do."""
 
 
-def backup_root(pipe: Pipeline) -> Path:
-    path = Path(pipe.settings.backup_dir)
-    return path if path.is_absolute() else pipe.settings.root / path
-
-
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -63,142 +66,161 @@ def _sha256(path: Path) -> str:
 
 class Database:
     """Where SQL runs: inside the bundled database container, or in a helper container that
-    has the app's environment (external database)."""
+    has the app's environment and network (external database)."""
 
-    def __init__(self, pipe: Pipeline, bundled: bool, image: str, app: Any | None) -> None:
-        self.engine = pipe.engine
+    def __init__(self, containers: Containers, target: Service, bundled: bool) -> None:
+        self.containers = containers
+        self.target = target
         self.bundled = bundled
-        self.helper = None
-        if bundled:
-            self.container = self.engine.service_container(pipe.settings.compose_project, DB)
-            if self.container is None:
-                raise BackupError(f"the bundled database ({DB}) is not running")
-        else:
-            if app is None:
-                raise BackupError(f"{APP} is not running: its settings name the database")
-            self.helper = self.engine.helper_container(image, {}, like=app)
-            self.container = self.helper
 
     def run(self, *cmd: str) -> str:
         """A client command with the connection settings in its environment."""
         wrapper = BUNDLED_CLIENT if self.bundled else EXTERNAL_CLIENT
-        return str(self.engine.exec(self.container, ["sh", "-c", wrapper, "sh", *cmd]))
+        return self.containers.exec(self.target.id, ["sh", "-c", wrapper, "sh", *cmd])
+
+    def major(self, query: str) -> int:
+        return int(self.run("psql", "-XAtc", query).strip()) // 10000
+
+    def check_client(self) -> None:
+        """pg_dump refuses a server newer than itself: say what to do before anything runs."""
+        server = self.major("SHOW server_version_num")
+        found = re.search(r"(\d+)\.", self.run("pg_dump", "--version"))
+        client = int(found.group(1)) if found else 0
+        if client < server:
+            raise BackupError(
+                f"the database server is PostgreSQL {server} but the backup's pg_dump is "
+                f"{client}: set backup_client_image to an image with PostgreSQL {server}'s client "
+                f"tools (for example postgres:{server}), present on this engine"
+            )
+
+    def table_count(self) -> int:
+        query = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
+        return int(self.run("psql", "-XAtc", query).strip())
 
     def dump(self, dest: Path) -> tuple[str, int]:
         self.run("pg_dump", "-Fc", "-f", DUMP_IN_CONTAINER)
         try:
-            sha, size = self.engine.file_out(self.container, DUMP_IN_CONTAINER, dest)
+            return self.containers.file_out(self.target.id, DUMP_IN_CONTAINER, dest)
         finally:
-            self.engine.exec(self.container, ["rm", "-f", DUMP_IN_CONTAINER], user="0")
-        return sha, size
+            self.containers.exec(self.target.id, ["rm", "-f", DUMP_IN_CONTAINER], user="0")
 
-    def restore(self, dump: Path) -> None:
-        with tempfile.TemporaryDirectory(prefix="durango-restore-") as tmp:
-            packed = Path(tmp, "dump.tar")
-            with tarfile.open(packed, "w") as tar:
-                info = tar.gettarinfo(dump, arcname=DUMP_IN_CONTAINER.lstrip("/"))
-                info.mode, info.uid, info.gid = 0o644, 0, 0  # readable by the database's user
-                with dump.open("rb") as data:
-                    tar.addfile(info, data)
-            self.engine.archive_in(self.container, "/", packed)
+
+@contextlib.contextmanager
+def database(pipe: Pipeline, bundled: bool, image: str) -> Iterator[Database]:
+    """The bundled database container, or a helper with the app's settings for an external one
+    (from `backup_client_image` when set: a client as new as the server)."""
+    project, containers = pipe.settings.compose_project, pipe.containers
+    if bundled:
+        db = containers.service(project, DB)
+        if db is None:
+            raise BackupError(f"the bundled database ({DB}) is not running")
+        yield Database(containers, db, bundled=True)
+        return
+    app = next((s for s in containers.services(project) if s.service == APP), None)
+    if app is None:
+        raise BackupError(f"{APP} does not exist: its settings name the external database")
+    with containers.helper(pipe.settings.backup_client_image or image, {}, like=app) as helper:
+        yield Database(containers, helper, bundled=False)
+
+
+@contextlib.contextmanager
+def folder_lock(root: Path) -> Iterator[None]:
+    """One backup at a time per backup folder; a second one waits and says so."""
+    with (root / ".lock").open("a+") as handle:
         try:
-            self.run(
-                "sh",
-                "-c",
-                'pg_restore --no-owner --exit-on-error -d "$PGDATABASE" "$0"',
-                DUMP_IN_CONTAINER,
-            )
-        finally:
-            self.engine.exec(self.container, ["rm", "-f", DUMP_IN_CONTAINER], user="0")
-
-    def close(self) -> None:
-        if self.helper is not None:
-            self.helper.remove(force=True)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"backup: another backup is writing into {root}; waiting for it", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
-def _running(pipe: Pipeline) -> tuple[Any | None, Any | None]:
-    project = pipe.settings.compose_project
-    return pipe.engine.service_container(project, APP), pipe.engine.service_container(project, DB)
-
-
-def backup(pipe: Pipeline) -> Path:
-    settings, engine = pipe.settings, pipe.engine
-    app, db = _running(pipe)
-    if app is None and db is None:
+def backup(pipe: Pipeline, kind: str = "") -> Path:
+    """Take a backup (kind "" ) or a pre-restore snapshot (kind PRE_RESTORE); its folder."""
+    settings, containers = pipe.settings, pipe.containers
+    project = settings.compose_project
+    app, db = containers.service(project, APP), containers.service(project, DB)
+    stopped_app = next((s for s in containers.services(project) if s.service == APP), None)
+    source = app or db or stopped_app
+    if source is None or (db is None and stopped_app is None):
         raise BackupError(
-            f"nothing of compose project {settings.compose_project} is running; start it first "
-            "(doit up) so that the database can be dumped consistently"
+            f"nothing of compose project {project} is running; start it first (doit up) so "
+            "that the database can be dumped consistently"
         )
-    running = app or db
-    assert running is not None
-    image = running.image.id
-    root = backup_root(pipe)
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for stale in root.glob(".partial-*"):  # interrupted earlier: never complete, never listed
+    root = settings.backup_dir
+    saved_umask = os.umask(0o077)  # every file and folder private from its first byte
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        root.chmod(0o700)
+        with folder_lock(root):
+            return _write_backup(pipe, root, kind, db is not None, source)
+    finally:
+        os.umask(saved_umask)
+
+
+def _write_backup(pipe: Pipeline, root: Path, kind: str, bundled: bool, source: Service) -> Path:
+    settings, containers = pipe.settings, pipe.containers
+    for stale in root.glob(".partial-*"):  # interrupted earlier (we hold the lock): never listed
         shutil.rmtree(stale, ignore_errors=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    partial = root / f".partial-{stamp}"
-    (partial / "volumes").mkdir(mode=0o700, parents=True)
+    name = kind + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    partial = root / f".partial-{name}"
+    (partial / "volumes").mkdir(parents=True)
     started = time.monotonic()
     try:
         files: dict[str, dict[str, Any]] = {}
         dump_started = datetime.now(timezone.utc).isoformat()
-        database = Database(pipe, bundled=db is not None, image=image, app=app)
-        try:
-            sha, size = database.dump(partial / "database.dump")
-        finally:
-            database.close()
+        with database(pipe, bundled, source.image_id) as db:
+            if not bundled:
+                db.check_client()
+            sha, size = db.dump(partial / "database.dump")
         files["database.dump"] = {"sha256": sha, "size": size}
         print(f"backup: database dumped ({size / 1e6:.1f} MB)", flush=True)
         volumes = {}
-        for short, volume in sorted(engine.project_volumes(settings.compose_project).items()):
-            if short == RAW_DATABASE_VOLUME:
-                continue  # the dump above is its consistent copy
-            helper = engine.helper_container(image, {volume.name: "/volume"})
-            try:
+        for short, volume in sorted(containers.volumes(settings.compose_project).items()):
+            if short in NOT_ARCHIVED:
+                continue
+            with containers.helper(source.image_id, {volume.name: "/volume"}) as helper:
                 rel = f"volumes/{short}.tar"
-                sha, size = engine.archive_out(helper, "/volume", partial / rel)
-            finally:
-                helper.remove(force=True)
+                sha, size = containers.archive_out(helper.id, "/volume", partial / rel)
             files[rel] = {"sha256": sha, "size": size}
             volumes[short] = {"name": volume.name, "file": rel}
             print(f"backup: volume {short} ({size / 1e6:.1f} MB)", flush=True)
-        labels = running.image.labels or {}
         manifest = {
             "tool": TOOL,
             "project": settings.compose_project,
+            "kind": kind.rstrip("-") or "backup",
             "created": datetime.now(timezone.utc).isoformat(),
-            "database": {"bundled": db is not None, "dump_started": dump_started},
+            "database": {"bundled": bundled, "dump_started": dump_started},
             "volumes": volumes,
-            "images": {
-                "app": app.image.id if app else None,
-                "database": db.image.id if db else None,
-            },
-            "source_commit": labels.get("org.opencontainers.image.revision"),
+            "images": {"app": source.image_id},
+            "source_commit": containers.image_labels(source.image_id).get(
+                "org.opencontainers.image.revision"
+            ),
             "files": files,
         }
         atomic_write_text(partial / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-        for path in partial.rglob("*"):
-            path.chmod(0o700 if path.is_dir() else 0o600)
-        final = root / stamp
+        final = root / name
         os.rename(partial, final)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    link = root / f".latest-{os.getpid()}"
-    link.unlink(missing_ok=True)
-    link.symlink_to(stamp)
-    os.replace(link, root / "latest")
+    if not kind:
+        link = root / f".latest-{os.getpid()}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(name)
+        os.replace(link, root / "latest")
     print(f"backup: {final} complete in {time.monotonic() - started:.1f}s", flush=True)
-    prune(pipe)
+    prune(pipe, kind)
     return final
 
 
-def complete_backups(root: Path) -> list[Path]:
-    """Backup folders this tool made and finished, oldest first."""
+def complete_backups(root: Path, kind: str = "") -> list[Path]:
+    """Backup folders of one kind that this tool made and finished, oldest first."""
     found = []
     for path in sorted(root.iterdir()) if root.is_dir() else []:
         if path.name.startswith(".") or path.is_symlink() or not path.is_dir():
+            continue
+        if path.name.startswith(PRE_RESTORE) != bool(kind):
             continue
         try:
             if json.loads((path / "manifest.json").read_text()).get("tool") == TOOL:
@@ -208,9 +230,10 @@ def complete_backups(root: Path) -> list[Path]:
     return found
 
 
-def prune(pipe: Pipeline) -> None:
-    keep = int(pipe.settings.backup_keep)
-    backups = complete_backups(backup_root(pipe))
+def prune(pipe: Pipeline, kind: str = "") -> None:
+    """Keep the backup_keep newest of each kind; folders this tool did not make stay."""
+    keep = pipe.settings.backup_keep
+    backups = complete_backups(pipe.settings.backup_dir, kind)
     for old in backups[: max(0, len(backups) - keep)]:
         shutil.rmtree(old)
         print(f"backup: removed {old.name} (keeping the {keep} newest)")
@@ -226,72 +249,24 @@ def verify(folder: Path) -> dict[str, Any]:
         ) from None
     if manifest.get("tool") != TOOL:
         raise BackupError(f"{folder} was not made by this tool")
-    for rel, expected in manifest["files"].items():
+    files = manifest.get("files") or {}
+    unlisted = [v["file"] for v in manifest.get("volumes", {}).values() if v["file"] not in files]
+    if unlisted or "database.dump" not in files:
+        missing = ", ".join(unlisted or ["database.dump"])
+        raise BackupError(f"{folder.name}: {missing} has no checksum in the manifest: refused")
+    for rel, expected in files.items():
         path = folder / rel
-        if not path.is_file():
+        if not path.is_file() or ".." in Path(rel).parts:
             raise BackupError(f"{folder.name}/{rel} is missing")
-        if path.stat().st_size != expected["size"] or _sha256(path) != expected["sha256"]:
+        if path.stat().st_size != expected["size"] or sha256_of(path) != expected["sha256"]:
             raise BackupError(f"{folder.name}/{rel} does not match its checksum: backup damaged")
     return manifest
 
 
-def resolve(pipe: Pipeline) -> Path:
-    name = pipe.settings.restore_from
-    candidate = Path(name) if Path(name).is_absolute() else backup_root(pipe) / name
-    if not candidate.exists():
-        raise BackupError(f"no backup {candidate}; `doit backups` lists them")
-    return candidate.resolve()
-
-
-def restore(pipe: Pipeline) -> None:
-    settings, engine = pipe.settings, pipe.engine
-    folder = resolve(pipe)
-    manifest = verify(folder)
-    print(f"restore: {folder.name} verified ({len(manifest['files'])} files)", flush=True)
-    if settings.confirm != "yes":
-        raise BackupError(
-            f"restore replaces the volumes and the database of {settings.compose_project} with "
-            f"{folder.name}; run again with confirm=yes"
-        )
-    bundled = manifest["database"]["bundled"]
-    app, _ = _running(pipe)
-    image = manifest["images"]["app"] or manifest["images"]["database"]
-    bundle.compose(pipe, "stop", APP)
-    if bundled:
-        bundle.compose(pipe, "up", "--detach", "--wait", DB)
-    for short, entry in sorted(manifest["volumes"].items()):
-        volume = engine.ensure_volume(settings.compose_project, short)
-        helper = engine.helper_container(image, {volume.name: "/volume"})
-        try:
-            engine.exec(helper, ["find", "/volume", "-mindepth", "1", "-delete"])
-            engine.archive_in(helper, "/", folder / entry["file"])
-        finally:
-            helper.remove(force=True)
-        print(f"restore: volume {short}", flush=True)
-    database = Database(pipe, bundled=bundled, image=image, app=app)
-    try:
-        tables = database.run(
-            "psql", "-Atc", "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
-        ).strip()
-        if tables != "0":
-            if settings.drop_database != "yes":
-                raise BackupError(
-                    f"the database is not empty ({tables} tables); add drop_database=yes to "
-                    "drop its public schema before restoring"
-                )
-            database.run("psql", "-c", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-        database.restore(folder / "database.dump")
-    finally:
-        database.close()
-    print("restore: database restored", flush=True)
-    bundle.compose(pipe, "up", "--detach", "--wait")
-    print(f"restore: {settings.compose_project} running on {folder.name}")
-
-
 def list_backups(pipe: Pipeline) -> None:
-    root = backup_root(pipe)
+    root = pipe.settings.backup_dir
     latest = (root / "latest").resolve() if (root / "latest").exists() else None
-    backups = complete_backups(root)
+    backups = sorted(complete_backups(root) + complete_backups(root, PRE_RESTORE))
     if not backups:
         print(f"backups: none in {root}")
     for folder in reversed(backups):
@@ -314,12 +289,6 @@ def tasks(pipe: Pipeline) -> dict[str, dict[str, Any]]:
             "uptodate": [False],
             "verbosity": 2,
         },
-        "restore": {
-            "doc": "verify and restore a backup (restore_from=NAME, confirm=yes)",
-            "actions": [action(pipe, lambda: restore(pipe))],
-            "uptodate": [False],
-            "verbosity": 2,
-        },
         "backups": {
             "doc": "list backups with size, age and checksum state",
             "actions": [action(pipe, lambda: list_backups(pipe))],
@@ -333,6 +302,9 @@ def main(argv: list[str]) -> int:
     """backup_volumes.sh: the same backups from the shell."""
     import argparse
 
+    from tasks import restore
+    from tasks.settings import load_settings
+
     parser = argparse.ArgumentParser(prog="backup_volumes.sh", description=__doc__.split("\n")[0])
     parser.add_argument(
         "command", choices=["backup", "list", "restore"], nargs="?", default="backup"
@@ -345,16 +317,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--env-file", help="compose env file (default orangescrum-ee/.env)")
     parser.add_argument("--project", help="compose project (default orangescrum-ee)")
     args = parser.parse_args(argv)
-    from tasks.settings import load_settings
-
     cli = {
         key: value
         for key, value in {
             "backup_dir": args.dest,
             "backup_keep": args.keep,
-            "restore_from": args.restore_from,
-            "confirm": "yes" if args.yes else None,
-            "drop_database": "yes" if args.drop else None,
             "env_file": args.env_file,
             "compose_project": args.project,
         }.items()
@@ -362,7 +329,12 @@ def main(argv: list[str]) -> int:
     }
     try:
         pipe = Pipeline(load_settings(Path(__file__).resolve().parent.parent, cli))
-        {"backup": backup, "list": list_backups, "restore": restore}[args.command](pipe)
+        if args.command == "restore":
+            restore.restore(pipe, args.restore_from or "latest", args.yes, args.drop)
+        elif args.command == "list":
+            list_backups(pipe)
+        else:
+            backup(pipe)
     except DurangoError as exc:
         print(f"backup_volumes: {exc}", file=sys.stderr)
         return 1

@@ -37,14 +37,18 @@ def inputs(pipe: Pipeline) -> ImageInputs:
             raise BuildError(f"base: {settings.builder_dir / settings.base_dockerfile} is missing")
         files = builder_files(pipe, settings.base_dockerfile)
         text = (settings.builder_dir / settings.base_dockerfile).read_text()
+        build_args = dict(settings.base_args)
+        if settings.php_extensions:  # one setting for every profile's extension list
+            names = sorted(set(settings.php_extensions.replace(",", " ").lower().split()))
+            build_args["PHP_EXTENSIONS"] = ",".join(names)
         return ImageInputs(
             stage="base",
             name=settings.base_image,
             dockerfile=settings.base_dockerfile,
             files=files,
             digests=file_digests(files, pipe.hashes),
-            build_args=dict(settings.base_args),
-            upstream=base_image_ids(pipe.engine, text, settings.base_args),
+            build_args=build_args,
+            upstream=base_image_ids(pipe.engine, text, build_args),
         )
 
     result: ImageInputs = pipe.once("base-inputs", compute)

@@ -15,9 +15,7 @@ from tasks.pipeline import Pipeline, action
 def compose(pipe: Pipeline, *args: str) -> None:
     """`docker compose` on the bundle, with the env file, profiles and project of the settings."""
     settings = pipe.settings
-    env_file = (
-        settings.env_file if settings.env_file.is_absolute() else settings.root / settings.env_file
-    )
+    env_file = settings.env_file
     if not env_file.is_file():
         raise ConfigError(
             f"env file {env_file} does not exist: copy orangescrum-ee/.env.example to "
@@ -26,7 +24,7 @@ def compose(pipe: Pipeline, *args: str) -> None:
     profiles = [
         w for p in settings.compose_profiles.replace(",", " ").split() for w in ("--profile", p)
     ]
-    pipe.engine.compose(
+    pipe.containers.compose(
         settings.bundle_dir / "docker-compose.yaml",
         env_file,
         ["--project-name", settings.compose_project, *profiles, *args],

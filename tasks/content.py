@@ -10,9 +10,9 @@ from __future__ import annotations
 import atexit
 import fnmatch
 import hashlib
+import io
 import json
 import os
-import shlex
 import stat
 import tarfile
 from collections.abc import Iterable, Iterator
@@ -22,6 +22,8 @@ from typing import IO, Any
 
 from docker.utils.build import exclude_paths
 
+from tasks import dockerfile as dockerfile_reader
+
 # Fixed metadata in context tars: identical inputs give identical bytes, so BuildKit's cache hits.
 _TAR_MTIME = 946684800  # 2000-01-01
 _CHUNK = 1 << 20
@@ -29,10 +31,12 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class ContextFile:
-    """One file or symlink of a build context: where it is on disk, where it goes in the tar."""
+    """One file or symlink of a build context: where it is on disk (or its bytes, for a file the
+    pipeline writes itself), where it goes in the tar."""
 
     arcname: str
     path: Path
+    data: bytes | None = None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -110,31 +114,9 @@ def context_files(context_dir: Path, dockerfile: str) -> list[ContextFile]:
     return sorted(files, key=lambda f: f.arcname)
 
 
-def copied_sources(dockerfile: str) -> list[str] | None:
-    """Context paths a Dockerfile's COPY/ADD lines read; None when it may read anything."""
-    sources: list[str] = []
-    logical = dockerfile.replace("\\\n", " ")
-    for line in logical.splitlines():
-        words = line.strip().split(maxsplit=1)
-        if not words:
-            continue
-        instruction = words[0].upper()
-        rest = words[1] if len(words) > 1 else ""
-        if instruction == "RUN" and "--mount=" in rest and "type=bind" in rest:
-            return None  # a bind mount can read any context file
-        if instruction not in ("COPY", "ADD"):
-            continue
-        args = json.loads(rest) if rest.lstrip().startswith("[") else shlex.split(rest)
-        if any(a.startswith("--from=") for a in args):
-            continue
-        paths = [a for a in args if not a.startswith("--")]
-        sources += [p.rstrip("/") or "." for p in paths[:-1]]
-    return sources
-
-
 def read_by(dockerfile: str, files: list[ContextFile]) -> list[ContextFile]:
     """The context files a Dockerfile can read (its own file name is always kept)."""
-    sources = copied_sources(dockerfile)
+    sources = dockerfile_reader.copied_sources(dockerfile)
     if sources is None or any(s in (".", "./", "*") for s in sources):
         return files
     wanted = [s.removeprefix("./") for s in sources]
@@ -163,7 +145,9 @@ def file_digests(files: Iterable[ContextFile], hashes: HashCache) -> dict[str, s
     """arcname -> content fingerprint (executable bit and symlink targets count as content)."""
     result = {}
     for f in files:
-        if f.path.is_symlink():
+        if f.data is not None:
+            result[f.arcname] = "-:" + hashlib.sha256(f.data).hexdigest()
+        elif f.path.is_symlink():
             result[f.arcname] = "link:" + os.readlink(f.path)
         else:
             mode = "x" if os.access(f.path, os.X_OK) else "-"
@@ -198,9 +182,13 @@ def write_context_tar(out: IO[bytes], files: Iterable[ContextFile]) -> None:
     """Stream a deterministic tar of `files` (owner root, fixed mtime, normalised modes)."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for f in files:
-            st = f.path.lstat()
             info = tarfile.TarInfo(f.arcname)
             info.mtime = _TAR_MTIME
+            if f.data is not None:
+                info.size, info.mode = len(f.data), 0o644
+                tar.addfile(info, io.BytesIO(f.data))
+                continue
+            st = f.path.lstat()
             if stat.S_ISLNK(st.st_mode):
                 info.type = tarfile.SYMTYPE
                 info.linkname = os.readlink(f.path)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from tasks.content import ContextFile, write_context_tar
+from tasks.dockerfile import from_images
 from tasks.errors import BuildError
 
 KEY_LABEL = "io.durango.key"
@@ -35,6 +35,13 @@ class ImageInputs:
     build_args: dict[str, str]
     upstream: dict[str, str] = field(default_factory=dict)
     extra_files: Callable[[], Any] | None = None  # streamed after `files` (e.g. the app tree)
+    # BuildKit secrets (id -> "src=<file>" or "env=<NAME>"): never part of the key or the labels
+    secrets: dict[str, str] = field(default_factory=dict)
+    # `none`: the build's RUN steps get no network (proves an offline build); "" the default
+    network: str = ""
+    no_cache: bool = False  # build every step again (BuildKit's cache unused)
+    # stage-specific lines to print from the build log (e.g. whether dependencies were reused)
+    report: Callable[[list[str]], list[str]] | None = None
 
     def described(self) -> dict[str, Any]:
         return {
@@ -59,30 +66,6 @@ class ImageInputs:
         if self.extra_files is not None:
             files.extend(self.extra_files())
         write_context_tar(out, files)
-
-
-def from_images(dockerfile: str, build_args: Mapping[str, str]) -> list[str]:
-    """The images a Dockerfile's FROM lines name, with ARG values substituted; stages skipped."""
-    args: dict[str, str] = {}
-    stages: set[str] = set()
-    images: list[str] = []
-    for line in dockerfile.splitlines():
-        words = line.split()
-        if len(words) >= 2 and words[0].upper() == "ARG" and not images:
-            name, _, default = words[1].partition("=")
-            args[name] = build_args.get(name, default)
-        elif len(words) >= 2 and words[0].upper() == "FROM":
-            refs = [w for w in words[1:] if not w.startswith("--")]
-            image = re.sub(
-                r"\$\{?(\w+)\}?",
-                lambda m: args.get(m.group(1), build_args.get(m.group(1), "")),
-                refs[0],
-            )
-            if len(refs) >= 3 and refs[1].upper() == "AS":
-                stages.add(refs[2].lower())
-            if image.lower() not in stages and image != "scratch" and image not in images:
-                images.append(image)
-    return images
 
 
 def base_image_ids(engine: Any, dockerfile: str, build_args: Mapping[str, str]) -> dict[str, str]:
@@ -182,16 +165,20 @@ def ensure_image(
         KEY_LABEL: inputs.key,
         INPUTS_LABEL: json.dumps(inputs.described(), sort_keys=True, separators=(",", ":")),
     }
-    image_id = str(
-        engine.build(
-            inputs.stage,
-            inputs.write_context,
-            inputs.dockerfile,
-            [inputs.tag, f"{inputs.name}:latest"],
-            inputs.build_args,
-            all_labels,
-        )
+    built = engine.build(
+        inputs.stage,
+        inputs.write_context,
+        inputs.dockerfile,
+        [inputs.tag, f"{inputs.name}:latest"],
+        inputs.build_args,
+        all_labels,
+        inputs.secrets,
+        inputs.network,
+        inputs.no_cache,
     )
+    image_id = built.image_id
+    for line in inputs.report(built.log) if inputs.report else []:
+        print(f"{inputs.stage}: {line}", flush=True)
     print(
         f"{inputs.stage}: built {inputs.tag} ({image_id[7:19]}) in "
         f"{time.monotonic() - started:.1f}s",

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from doit.exceptions import TaskFailed
 
+from tasks.containers import Containers
 from tasks.content import HashCache, atomic_write_text
 from tasks.engine import Engine
 from tasks.errors import DurangoError
@@ -45,7 +46,7 @@ class Pipeline:
         if not self.settings.registry:
             return None
         if "registry" not in self.memo:
-            required = self.settings.registry_required == "yes"
+            required = self.settings.registry_required
             self.memo["registry"] = RegistryCache(self.engine, self.settings.registry, required)
         cache: RegistryCache = self.memo["registry"]
         return cache
@@ -55,6 +56,11 @@ class Pipeline:
         if self._engine is None:
             self._engine = Engine()
         return self._engine
+
+    @property
+    def containers(self) -> Containers:
+        """The bundle's containers and volumes, on the same engine connection."""
+        return Containers(self.engine)
 
     def record_path(self, name: str) -> Path:
         return self.settings.state_dir / f"{name}.json"
@@ -109,14 +115,18 @@ class StageCheck:
     __repr__ = __str__
 
 
-def action(pipe: Pipeline, stage: Callable[[], Any]) -> Callable[[], Any]:
-    """Wrap a stage function as a doit python-action: typed errors become a clean failure."""
+def action(pipe: Pipeline, stage: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a stage function as a doit python-action: typed errors become a clean failure.
+
+    doit reads the stage's signature through the wrapper (functools.wraps), so a stage that
+    names task parameters (`doit restore --confirm`) receives them.
+    """
 
     @functools.wraps(stage)
-    def run() -> Any:
+    def run(**params: Any) -> Any:
         pipe.fresh()
         try:
-            result = stage()
+            result = stage(**params)
         except DurangoError as exc:
             return TaskFailed(str(exc))
         except KeyboardInterrupt:
@@ -164,10 +174,16 @@ def hold_checkout_lock(state_dir: Path) -> None:
     _lock_handle.append(handle)
 
 
+# doit's own sub-commands: any other word is a task name or an option's value.
+DOIT_COMMANDS = READ_ONLY_COMMANDS | {"run", "forget", "clean", "ignore", "auto", "strace"}
+DOIT_COMMANDS |= {"reset-dep"}
+
+
 def doit_command(argv: list[str]) -> str:
-    """The doit sub-command named on the command line ('run' when none is)."""
+    """The doit sub-command named on the command line ('run' when none is). Option values
+    (`-n 2`, `--backend json`) and task names are not commands."""
     for word in argv[1:]:
-        if not word.startswith("-") and "=" not in word:
+        if word in DOIT_COMMANDS:
             return word
     return "run"
 

@@ -1,18 +1,24 @@
-"""One Settings object for the whole pipeline, built once and passed in.
+"""One Settings object for the whole pipeline, built once, typed and checked when it is loaded.
 
 Precedence, highest first: doit command-line variables (`doit ref=v2.1`), environment
-(`DURANGO_REF=v2.1`), the `[tool.durango]` table of pyproject.toml, the defaults below.
+(`DURANGO_REF=v2.1`), the `[tool.durango]` table of pyproject.toml, the defaults below. Values
+are coerced to the field's type here (booleans, integers, paths resolved against the project),
+so no stage ever compares strings or parses numbers. One-shot consents (`--confirm`,
+`--drop-database`) are task parameters of `doit restore`, never settings: nothing stored can
+approve a destructive step.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tasks.errors import ConfigError
 
@@ -37,20 +43,27 @@ class Settings:
     embed_dockerfile: str = "app-embed.Dockerfile"
     base_args: Mapping[str, str] = field(default_factory=dict)
     embed_args: Mapping[str, str] = field(default_factory=dict)
+    php_extensions: str = ""
     binary_path: str = "/go/src/app/dist/frankenphp-linux-{arch}"
     runtime_base: str = "alpine:3.20"
     docroot: str = "webroot"
     health_path: str = "/home/healthcheck"
+    health_status: str = "200-399,503"
+    verify_env: Mapping[str, str] = field(default_factory=dict)
+    composer_repository: str = ""
+    composer_packagist: bool = True
+    composer_auth: Path | None = None
+    composer_scripts: bool = False
+    embed_network: str = ""
+    embed_no_cache: bool = False
     env_file: Path = Path("orangescrum-ee/.env")
     compose_profiles: str = ""
     compose_project: str = "orangescrum-ee"
     registry: str = ""
-    registry_required: str = ""
-    backup_dir: str = "backups"
-    backup_keep: str = "7"
-    restore_from: str = "latest"
-    confirm: str = ""
-    drop_database: str = ""
+    registry_required: bool = False
+    backup_dir: Path = Path("backups")
+    backup_keep: int = 7
+    backup_client_image: str = ""
 
     @property
     def builder_dir(self) -> Path:
@@ -74,8 +87,14 @@ class Settings:
         return self.root / ".durango"
 
 
-KEYS = tuple(f.name for f in dataclasses.fields(Settings) if f.name != "root")
-_MAPPINGS = {"base_args", "embed_args"}
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "root"}
+KEYS = tuple(_FIELDS)
+_PATHS = {name for name, f in _FIELDS.items() if "Path" in str(f.type)}
+_ONE_SHOT = {
+    "confirm": "doit restore --confirm",
+    "drop_database": "doit restore --confirm --drop-database",
+    "restore_from": "doit restore --from NAME",
+}
 
 # Builder profiles: what `builder=<name>` changes unless a key is set explicitly.
 #   static: production, upstream static builder (needs its image); Alpine runtime.
@@ -84,6 +103,9 @@ PROFILES: dict[str, dict[str, str]] = {
     "static": {"base_dockerfile": "base-build.Dockerfile", "runtime_base": "alpine:3.20"},
     "local": {"base_dockerfile": "base-local.Dockerfile", "runtime_base": "debian:bookworm-slim"},
 }
+
+_TRUE = {"yes", "true", "1", "on"}
+_FALSE = {"no", "false", "0", "off", ""}
 
 
 def parse_args_string(text: str) -> dict[str, str]:
@@ -97,13 +119,45 @@ def parse_args_string(text: str) -> dict[str, str]:
     return result
 
 
+def _unknown(names: list[str], origin: str) -> ConfigError:
+    """One line per unknown name, with the closest known key (or the task flag) to use."""
+    lines = []
+    for name in names:
+        if name in _ONE_SHOT:
+            lines.append(f"{origin}: {name} is not a setting; give it per run: {_ONE_SHOT[name]}")
+            continue
+        close = difflib.get_close_matches(name, KEYS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; known: {', '.join(KEYS)}"
+        lines.append(f"{origin}: unknown setting {name}{hint}")
+    return ConfigError("\n".join(lines))
+
+
 def _coerce(key: str, value: Any, origin: str) -> Any:
-    if key in _MAPPINGS:
+    """The value in the field's type, or ConfigError naming where it came from."""
+    kind = str(_FIELDS[key].type)
+    if kind.startswith("Mapping"):
         if isinstance(value, str):
             return parse_args_string(value)
         if isinstance(value, Mapping):
             return {str(k): str(v) for k, v in value.items()}
         raise ConfigError(f"{origin}: {key} must be a table of NAME = value")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{origin}: {key} must be yes or no, not {value!r}")
+    if kind == "int":
+        try:
+            number = value if isinstance(value, int) and not isinstance(value, bool) else None
+            number = int(value.strip()) if isinstance(value, str) else number
+        except ValueError:
+            number = None
+        if number is None or number < 1:
+            raise ConfigError(
+                f"{origin}: {key} must be a whole number of at least 1, not {value!r}"
+            )
+        return number
     if not isinstance(value, str):
         raise ConfigError(f"{origin}: {key} must be a string, not {type(value).__name__}")
     return value
@@ -121,10 +175,54 @@ def read_pyproject(root: Path) -> dict[str, Any]:
     table = data.get("tool", {}).get("durango", {})
     unknown = sorted(set(table) - set(KEYS))
     if unknown:
-        raise ConfigError(
-            f"{path}: unknown [tool.durango] key(s) {', '.join(unknown)}; known: {', '.join(KEYS)}"
-        )
+        raise _unknown(unknown, f"{path} [tool.durango]")
     return dict(table)
+
+
+def _check(values: dict[str, Any]) -> None:
+    """Values that are well typed but cannot work: one clear line each, before any stage runs."""
+    problems = []
+    health = values.get("health_path", Settings.health_path)
+    if not health.startswith("/"):
+        problems.append(f"health_path must start with / (got {health!r}; try '/{health}')")
+    docroot = values.get("docroot", Settings.docroot)
+    parts = Path(docroot).parts
+    if (
+        not docroot
+        or Path(docroot).is_absolute()
+        or ".." in parts
+        or any(c in docroot for c in "\"'\n #{}")
+    ):
+        problems.append(
+            f"docroot must be a folder inside the app, such as webroot or . (got {docroot!r})"
+        )
+    try:
+        parse_statuses(values.get("health_status", Settings.health_status))
+    except ValueError as exc:
+        problems.append(str(exc))
+    repository = values.get("composer_repository", "")
+    if "://" in repository and urlsplit(repository).username:
+        problems.append(
+            "composer_repository must not carry credentials (they would be stored in the image's "
+            "build arguments); give them in composer_auth or COMPOSER_AUTH"
+        )
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def parse_statuses(text: str) -> list[tuple[int, int]]:
+    """`"200-399,503"` -> [(200, 399), (503, 503)]: the answers `doit verify` accepts."""
+    ranges = []
+    for item in text.replace(" ", "").split(","):
+        low, _, high = item.partition("-")
+        try:
+            pair = (int(low), int(high or low))
+        except ValueError:
+            raise ValueError(f"health_status {text!r}: {item!r} is not a status or range") from None
+        if not 100 <= pair[0] <= pair[1] <= 599:
+            raise ValueError(f"health_status {text!r}: {item!r} is not an HTTP status range")
+        ranges.append(pair)
+    return ranges
 
 
 def load_settings(
@@ -132,12 +230,16 @@ def load_settings(
     cli_vars: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Merge the four sources into one frozen Settings."""
+    """Merge the four sources into one frozen, typed Settings."""
     cli_vars = cli_vars or {}
     environ = os.environ if environ is None else environ
     unknown = sorted(set(cli_vars) - set(KEYS))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(KEYS)}")
+        raise _unknown(unknown, "command line")
+    env_names = {name for name in environ if name.startswith("DURANGO_")}
+    unknown_env = sorted(n for n in env_names if n[len("DURANGO_") :].lower() not in KEYS)
+    if unknown_env:
+        raise _unknown([n[len("DURANGO_") :].lower() for n in unknown_env], "environment DURANGO_*")
     values: dict[str, Any] = {}
     for key, value in read_pyproject(root).items():
         values[key] = _coerce(key, value, "pyproject.toml [tool.durango]")
@@ -152,13 +254,15 @@ def load_settings(
         raise ConfigError(f"builder {builder!r} is not a profile; known: {', '.join(PROFILES)}")
     for key, value in PROFILES[builder].items():
         values.setdefault(key, value)
-    if "env_file" in values:
-        values["env_file"] = Path(values["env_file"])
-    if "source" in values:
-        source = Path(os.path.expanduser(values["source"]))
-        values["source"] = source if source.is_absolute() else root / source
-    else:
-        values["source"] = root / Settings.source
+    _check(values)
+    for key in _PATHS:
+        default = _FIELDS[key].default
+        raw = values.get(key, default)
+        if raw is None or raw == "":
+            values[key] = None if key == "composer_auth" else default
+            continue
+        path = Path(os.path.expanduser(str(raw)))
+        values[key] = path if path.is_absolute() else root / path
     return Settings(root=root, **values)
 
 

@@ -1,14 +1,18 @@
 """verify: the extracted binary is a working FrankenPHP with the configured PHP, and serves the app.
 
-Runs the binary itself (version, build-info, list-modules, a php-cli probe script, php-server on
-a free loopback port) and writes `<binary>.manifest.json`: what was built, from what, with which
-versions. The manifest doubles as the record: verify is up to date while it describes the binary.
+Runs the binary itself, as production does and with nothing set for it (no PHPRC): version,
+build-info, list-modules, a php-cli probe (exactly the configured extensions, the embedded
+php.ini in force), then the embedded Caddyfile server (what the entrypoint starts) on a free
+loopback port, asked for the health path. Writes `<binary>.manifest.json`: what was built, from
+what, with which versions. The manifest doubles as the record: verify is up to date while it
+describes the binary.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import tempfile
@@ -22,14 +26,24 @@ from tasks.content import atomic_write_text
 from tasks.errors import DurangoError
 from tasks.images import KEY_LABEL
 from tasks.pipeline import Pipeline, StageCheck, action
+from tasks.settings import parse_statuses
 
 # Run as a script file: with an embedded app, `php-cli -r CODE` is taken for a path in the app.
 PHP_PROBE = (
     "<?php echo json_encode(['php' => PHP_VERSION, 'zts' => PHP_ZTS, "
-    "'extensions' => get_loaded_extensions()]);\n"
+    "'extensions' => get_loaded_extensions(), 'ini' => php_ini_loaded_file(), "
+    "'upload_max_filesize' => ini_get('upload_max_filesize')]);\n"
 )
 # Names get_loaded_extensions() reports differently from the build's extension list.
 _ALIASES = {"zend opcache": "opcache"}
+# Always part of PHP (or of the FrankenPHP SAPI), whatever the extension list says.
+_CORE = {"core", "date", "hash", "json", "pcre", "random", "reflection", "spl", "standard"}
+_CORE |= {"frankenphp"}
+# Loaded because a listed extension needs them.
+_IMPLIED = {
+    "libxml": {"dom", "simplexml", "soap", "xml", "xmlreader", "xmlwriter", "xsl"},
+    "mysqlnd": {"mysqli", "pdo_mysql"},
+}
 
 
 class VerifyError(DurangoError):
@@ -56,7 +70,12 @@ def why(pipe: Pipeline) -> str | None:
 def run_binary(binary: Path, *args: str, timeout: float = 60) -> str:
     try:
         done = subprocess.run(
-            [str(binary), *args], capture_output=True, text=True, timeout=timeout, check=False
+            [str(binary), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=production_env(),
         )
     except OSError as exc:
         raise VerifyError(f"cannot run {binary.name}: {exc}") from None
@@ -84,6 +103,22 @@ def expected_extensions(pipe: Pipeline) -> list[str]:
     return []
 
 
+def check_extensions(loaded: list[str], expected: list[str]) -> None:
+    """The binary's PHP has exactly the configured extensions (besides PHP's core and what a
+    listed extension pulls in)."""
+    if not expected:
+        return
+    missing = [e for e in expected if e not in loaded]
+    if missing:
+        raise VerifyError(f"PHP lacks configured extension(s) {', '.join(missing)}")
+    implied = {name for name, needs in _IMPLIED.items() if needs & set(expected)}
+    extra = [e for e in loaded if e not in set(expected) | _CORE | implied]
+    if extra:
+        raise VerifyError(
+            f"PHP has extension(s) {', '.join(extra)} that php_extensions does not list"
+        )
+
+
 def caddy_version(build_info: str) -> str:
     """The Caddy module version from `build-info` (Go's `dep <module> <version> <sum>` lines)."""
     for line in build_info.splitlines():
@@ -99,21 +134,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def check_http(pipe: Pipeline, binary: Path) -> dict[str, Any]:
-    """Start php-server on a free loopback port and ask the app's health endpoint.
+def production_env() -> dict[str, str]:
+    """The environment of a bare run: no PHPRC (the binary must find its php.ini by itself)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PHPRC", "PHP_INI_SCAN_DIR")}
 
-    No database is configured here, so the app may rightly answer 503; what matters is that
-    PHP ran the embedded app and answered with its JSON.
+
+def check_http(pipe: Pipeline, binary: Path) -> dict[str, Any]:
+    """Start the embedded Caddyfile server (what production runs) on a free loopback port and
+    ask the health path; its status must be one `health_status` accepts.
+
+    No database is configured here, so an app whose health check reaches its database rightly
+    answers 503; the default `health_status` (200-399,503) accepts that.
     """
     import urllib.error  # only when verifying: keeps no-op runs from loading the HTTP stack
     import urllib.request
 
     settings = pipe.settings
+    app_dir = run_binary(binary, "php-cli", ".frankenphp/app-path.php").strip()
+    caddyfile = Path(app_dir) / ".frankenphp" / "Caddyfile"
     port = free_port()
     url = f"http://127.0.0.1:{port}{settings.health_path}"
-    env = {**os.environ, "DB_HOST": "127.0.0.1", "DB_PORT": "1", "DB_NAME": "verify"}
+    env = {
+        **production_env(),
+        # No database here (port 1 refuses at once), a throw-away salt; verify_env adds to these.
+        "DB_HOST": "127.0.0.1",
+        "DB_PORT": "1",
+        "DB_NAME": "verify",
+        "SECURITY_SALT": secrets.token_hex(32),
+        **settings.verify_env,
+        "SERVER_PORT": str(port),
+        "SERVER_BIND": "127.0.0.1",
+    }
     server = subprocess.Popen(
-        [str(binary), "php-server", "--listen", f"127.0.0.1:{port}", "--root", settings.docroot],
+        [str(binary), "run", "--config", str(caddyfile), "--adapter", "caddyfile"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -133,7 +186,9 @@ def check_http(pipe: Pipeline, binary: Path) -> dict[str, Any]:
                 if server.poll() is not None or time.monotonic() > deadline:
                     server.kill()
                     output = server.communicate()[0]
-                    raise VerifyError(f"php-server did not answer on {url}:\n{output}") from None
+                    raise VerifyError(
+                        f"the embedded server did not answer on {url}:\n{output}"
+                    ) from None
                 time.sleep(0.2)
     finally:
         server.terminate()
@@ -141,14 +196,14 @@ def check_http(pipe: Pipeline, binary: Path) -> dict[str, Any]:
             server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             server.kill()
-    where = f"GET {settings.health_path} answered {status}"
-    try:
-        answer = json.loads(body)
-    except ValueError:
-        raise VerifyError(f"{where} without JSON: {body[:300]}") from None
-    if status not in (200, 503):
-        raise VerifyError(f"{where}: {body[:300]}")
-    return {"url_path": settings.health_path, "status": status, "body": answer}
+            server.wait()
+    accepted = parse_statuses(settings.health_status)
+    if not any(low <= status <= high for low, high in accepted):
+        raise VerifyError(
+            f"GET {settings.health_path} through the embedded Caddyfile answered {status}, not "
+            f"one of health_status {settings.health_status}: {body[:300]}"
+        )
+    return {"url_path": settings.health_path, "status": status, "body": body[:2000]}
 
 
 def run(pipe: Pipeline) -> None:
@@ -167,10 +222,11 @@ def run(pipe: Pipeline) -> None:
         probe.write_text(PHP_PROBE)
         php = json.loads(run_binary(binary, "php-cli", str(probe)))
     loaded = sorted({_ALIASES.get(e.lower(), e.lower()) for e in php["extensions"]})
-    expected = expected_extensions(pipe)
-    missing = [e for e in expected if e not in loaded]
-    if missing:
-        raise VerifyError(f"PHP lacks configured extension(s) {', '.join(missing)}")
+    check_extensions(loaded, expected_extensions(pipe))
+    if not php["ini"] or not php["ini"].endswith("/.frankenphp/php.ini"):
+        raise VerifyError(
+            f"the embedded php.ini is not in force without PHPRC (loaded: {php['ini'] or 'none'})"
+        )
     http = check_http(pipe, binary)
     source = archive.resolve_source(pipe)
     base_inputs = base.inputs(pipe)

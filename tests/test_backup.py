@@ -17,8 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import REPO, LocalBuild, Workspace, bundled_compose
-from test_bundle import POSTGRES, free_port, http
+from helpers import POSTGRES, REPO, LocalBuild, Workspace, bundled_compose, free_port, http
 
 
 @dataclass
@@ -117,8 +116,8 @@ def test_backup_while_writing_then_restore_after_volumes_are_destroyed(bundle: B
         capture_output=True,
     )
     refused = bundle.doit("restore", check=False)
-    assert refused.code != 0 and "confirm=yes" in refused.out
-    bundle.doit("restore", "confirm=yes")
+    assert refused.code != 0 and "run again with --confirm" in refused.out
+    bundle.doit("restore", "--confirm")
 
     status, body = http(bundle.port, "/api/actions")
     assert status == 200
@@ -143,7 +142,7 @@ def test_a_damaged_backup_is_refused_naming_the_file(bundle: Bundle) -> None:
     data[len(data) // 2] ^= 0xFF
     tar.write_bytes(bytes(data))
 
-    run = bundle.doit("restore", "confirm=yes", check=False)
+    run = bundle.doit("restore", "--confirm", check=False)
     assert run.code != 0
     assert "volumes/app-uploads.tar does not match its checksum" in run.out
     listing = bundle.doit("backups").out

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import STAGES, Workspace
+from helpers import STAGES, Workspace
 
 
 def durango_lines(out: str) -> list[str]:

@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import docker
-from conftest import LOCAL_IMAGES, REPO, LocalBuild, Workspace, demo_app_repo, make_local_project
+from helpers import LOCAL_IMAGES, REPO, LocalBuild, Workspace, demo_app_repo, make_local_project
 
 
 def test_local_profile_builds_a_frankenphp_that_verify_accepts(local_build: LocalBuild) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -16,13 +15,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import AppRepo, Workspace, git, make_workspace, remove_images
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from helpers import AppRepo, Workspace, free_port, git, make_workspace, remove_images
 
 
 @pytest.fixture

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from conftest import AppRepo, make_workspace, remove_images
-from test_registry import free_port
+from helpers import AppRepo, free_port, make_workspace, remove_images
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import subprocess
 
 import docker
 import pytest
-from conftest import STAGES, Workspace, git, make_workspace, remove_images
+from helpers import STAGES, Workspace, git, make_workspace, remove_images
 
 
 def sha256(path) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.errors import ConfigError
-from tasks.settings import load_settings
+from tasks.settings import load_settings, parse_statuses
 
 
 def project(tmp_path: Path, table: str) -> Path:
@@ -52,8 +52,8 @@ def test_relative_source_is_relative_to_the_project(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("table", "cli", "message"),
     [
-        ('sorce = "x"', {}, "unknown [tool.durango] key(s) sorce"),
-        ("", {"refs": "v1"}, "unknown setting(s) refs"),
+        ('sorce = "x"', {}, "[tool.durango]: unknown setting sorce; did you mean source?"),
+        ("", {"refs": "v1"}, "command line: unknown setting refs; did you mean ref?"),
         ("ref = 3", {}, "ref must be a string"),
         ("", {"base_args": "NOVALUE"}, "not of the form NAME=value"),
         ("ref = [", {}, "pyproject.toml"),
@@ -76,3 +76,57 @@ def test_builder_profile_picks_dockerfile_and_runtime_base_unless_set(tmp_path: 
     assert pinned.runtime_base == "my/base:1"
     with pytest.raises(ConfigError, match="builder 'fast' is not a profile"):
         load_settings(tmp_path, {"builder": "fast"}, {})
+
+
+def test_values_are_typed_when_loaded(tmp_path: Path) -> None:
+    root = project(tmp_path, 'backup_keep = "3"\nregistry_required = true\nbackup_dir = "b"')
+    settings = load_settings(root, {"composer_packagist": "no"}, {"DURANGO_EMBED_NO_CACHE": "yes"})
+    assert settings.backup_keep == 3
+    assert settings.registry_required is True
+    assert settings.composer_packagist is False
+    assert settings.embed_no_cache is True
+    assert settings.backup_dir == root / "b"
+    assert settings.env_file == root / "orangescrum-ee/.env"
+
+
+@pytest.mark.parametrize(
+    ("cli", "env", "message"),
+    [
+        ({"backup_keep": "0"}, {}, "backup_keep must be a whole number of at least 1, not '0'"),
+        ({"backup_keep": "seven"}, {}, "backup_keep must be a whole number of at least 1"),
+        ({"registry_required": "maybe"}, {}, "registry_required must be yes or no"),
+        (
+            {},
+            {"DURANGO_REFF": "v1"},
+            "environment DURANGO_*: unknown setting reff; did you mean ref?",
+        ),
+        (
+            {"confirm": "yes"},
+            {},
+            "confirm is not a setting; give it per run: doit restore --confirm",
+        ),
+        ({}, {"DURANGO_DROP_DATABASE": "yes"}, "doit restore --confirm --drop-database"),
+        ({"health_path": "home/healthcheck"}, {}, "health_path must start with /"),
+        ({"docroot": "../up"}, {}, "docroot must be a folder inside the app"),
+        ({"health_status": "200-99"}, {}, "'200-99' is not an HTTP status range"),
+        (
+            {"composer_repository": "https://ci:tok@satis.example.invalid"},
+            {},
+            "composer_repository must not carry credentials",
+        ),
+    ],
+)
+def test_values_that_cannot_work_are_refused_with_one_clear_line(
+    tmp_path: Path, cli: dict[str, str], env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_settings(tmp_path, cli, env)
+
+
+def test_consent_in_pyproject_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=re.escape("confirm is not a setting")):
+        load_settings(project(tmp_path, 'confirm = "yes"'), {}, {})
+
+
+def test_health_status_ranges() -> None:
+    assert parse_statuses("200-399, 503") == [(200, 399), (503, 503)]

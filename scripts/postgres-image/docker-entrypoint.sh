@@ -3,6 +3,11 @@
 # exec postgres listening on all addresses with password authentication.
 set -eu
 
+# POSTGRES_PASSWORD_FILE (a secret mount) instead of POSTGRES_PASSWORD, as the official image.
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
+    [ -z "${POSTGRES_PASSWORD:-}" ] || { echo "postgres: set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE, not both" >&2; exit 1; }
+    POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE")
+fi
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
 

@@ -102,7 +102,7 @@ function seed(PDO $db): void
     echo "All seeds applied ($total rows)" . PHP_EOL;
 }
 
-$usage = 'Usage: cake.php version | migrations migrate [-p Plugin] | migrations seed';
+$usage = 'Usage: cake.php version | migrations migrate [-p Plugin] | migrations seed | queue worker';
 $args = array_slice($argv, 1);
 
 try {
@@ -134,6 +134,16 @@ try {
             }
             seed(Database::connect());
             break;
+        case 'queue worker':
+            // A stand-in for a queue consumer: checks the database, then waits for jobs (there
+            // are none) until stopped, saying it is alive every minute.
+            $db = Database::connect();
+            echo 'queue worker: started' . PHP_EOL;
+            while (true) {
+                $db->query('SELECT 1');
+                sleep(60);
+                echo 'queue worker: alive' . PHP_EOL;
+            }
         default:
             fail($usage);
     }

@@ -1,0 +1,358 @@
+"""What the tests share: project workspaces, app repositories, a bundle stack of containers,
+ports and HTTP. Fixtures live in conftest.py and build on these; test modules import only from
+here, never from each other."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+from docker.models.containers import Container
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_PROJECT = Path(__file__).resolve().parent / "fixtures" / "project"
+BUSYBOX = "durango-local/busybox:latest"
+STAGES = ["archive", "base", "embed", "extract", "runtime"]
+LOCAL_IMAGES = "durango-ci-local"  # stable names: later runs reuse the images through their keys
+# The extension list every local test build uses: one base image for all of them, and a set that
+# differs from the Dockerfile's default (mysqli, pdo_mysql), so the setting is proven to choose.
+PHP_EXTENSIONS = (
+    "bcmath,ctype,curl,dom,fileinfo,filter,gd,iconv,intl,mbstring,mysqli,opcache,openssl,pdo,"
+    "pdo_mysql,pdo_pgsql,pgsql,phar,redis,session,simplexml,sockets,sodium,tokenizer,xml,"
+    "xmlreader,xmlwriter,zip,zlib"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    }
+    done = subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    )
+    return done.stdout.strip()
+
+
+@dataclass
+class AppRepo:
+    """A real git repository standing in for the application source."""
+
+    path: Path
+
+    def write(self, rel: str, text: str) -> None:
+        target = self.path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def commit(self, message: str = "change") -> str:
+        git(self.path, "add", "-A")
+        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.path, "rev-parse", "HEAD")
+
+
+@dataclass
+class Run:
+    """One doit invocation: exit code, output, and which stages ran or were up to date."""
+
+    code: int
+    out: str
+
+    @property
+    def executed(self) -> list[str]:
+        return re.findall(r"^\.  (\S+)$", self.out, re.M)
+
+    @property
+    def uptodate(self) -> list[str]:
+        return re.findall(r"^-- (\S+)$", self.out, re.M)
+
+
+@dataclass
+class Workspace:
+    """A project checkout wired to fixture Dockerfiles and per-test image names."""
+
+    root: Path
+    prefix: str
+    app: AppRepo
+    engine: docker.DockerClient
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "orangescrum-ee" / "orangescrum-app" / "orangescrum-ee"
+
+    def image(self, stage: str) -> str:
+        return f"{self.prefix}-{stage}"
+
+    def doit(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> Run:
+        done = subprocess.run(
+            [sys.executable, "-m", "doit", *args],
+            cwd=self.root,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        run = Run(done.returncode, done.stdout + done.stderr)
+        if check and run.code != 0:
+            raise AssertionError(f"doit {' '.join(args)} failed ({run.code}):\n{run.out}")
+        return run
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "doit", *args],
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def edit(self, rel: str, append: str) -> None:
+        path = self.root / rel
+        path.write_text(path.read_text() + append)
+
+
+def make_workspace(
+    tmp_path: Path, app: AppRepo, engine: docker.DockerClient, extra_config: str = ""
+) -> Workspace:
+    root = tmp_path / "project"
+    root.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(FIXTURE_PROJECT, root)
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    (root / "tasks").symlink_to(REPO / "tasks")
+    prefix = f"durango-test-{uuid.uuid4().hex[:8]}"
+    (root / "pyproject.toml").write_text(
+        f"""[tool.durango]
+source = "{app.path}"
+base_image = "{prefix}-base"
+embed_image = "{prefix}-embed"
+runtime_image = "{prefix}-runtime"
+runtime_base = "{BUSYBOX}"
+base_args = {{ BUSYBOX_IMAGE = "{BUSYBOX}" }}
+{extra_config}
+"""
+    )
+    return Workspace(root, prefix, app, engine)
+
+
+def remove_images(engine: docker.DockerClient, prefix: str) -> None:
+    """Remove every image with a tag starting with `prefix` (all its tags); tolerate images that
+    another run on the same engine removes meanwhile."""
+    for entry in engine.api.images():
+        tags = entry.get("RepoTags") or []
+        if any(tag.startswith(prefix) for tag in tags):
+            for tag in tags:
+                with contextlib.suppress(docker.errors.NotFound):
+                    engine.images.remove(tag, force=True)
+
+
+def make_local_project(
+    root: Path, app: Path, image_prefix: str = LOCAL_IMAGES, extra_config: str = ""
+) -> Path:
+    """A checkout of this project (real builder/ and orangescrum-ee/) building `app` with the
+    local profile. Every such project shares one base image (same name, same key)."""
+    root.mkdir(parents=True)
+    for folder in ("builder", "orangescrum-ee"):
+        shutil.copytree(
+            REPO / folder, root / folder, ignore=shutil.ignore_patterns("orangescrum-ee")
+        )
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    (root / "tasks").symlink_to(REPO / "tasks")
+    (root / "pyproject.toml").write_text(
+        f"""[tool.durango]
+builder = "local"
+source = "{app}"
+php_extensions = "{PHP_EXTENSIONS}"
+base_image = "{LOCAL_IMAGES}-base"
+embed_image = "{image_prefix}-embed"
+runtime_image = "{image_prefix}-runtime"
+{extra_config}
+"""
+    )
+    return root
+
+
+def demo_app_repo(path: Path) -> AppRepo:
+    """examples/demo-app as the root of a git repository of its own, so tests can commit to it."""
+    shutil.copytree(REPO / "examples" / "demo-app", path)
+    git(path, "init", "-q", "-b", "main")
+    repo = AppRepo(path)
+    repo.commit("demo app")
+    return repo
+
+
+@dataclass
+class LocalBuild:
+    """The local profile built once per session: binary verified, runtime image ready."""
+
+    workspace: Workspace
+    runtime_image: str
+    manifest: dict
+
+
+def bundled_compose(root: Path, project: str) -> list[str]:
+    """`docker compose` on a workspace's bundle with the bundled-db test variant."""
+    bundle = root / "orangescrum-ee"
+    return [
+        "docker", "compose", "-p", project, "-f", str(bundle / "docker-compose.yaml"),
+        "--env-file", str(bundle / ".env.test-bundled"), "--profile", "bundled-db",
+    ]  # fmt: skip
+
+
+POSTGRES = "durango-local/postgres:15"
+DB = {"user": "orangescrum_test", "password": "test-only-3f9a1c", "name": "orangescrum_test"}
+SALT = "test-only-salt-0123456789abcdef0123456789abcdef"
+
+
+def http(port: int, path: str, data: dict[str, str] | None = None) -> tuple[int, str]:
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", data=body, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+@dataclass
+class Stack:
+    """Containers and a network made for one test, removed afterwards."""
+
+    engine: docker.DockerClient
+    image: str
+    network: str = field(default_factory=lambda: f"durango-test-{uuid.uuid4().hex[:8]}")
+    containers: list[Container] = field(default_factory=list)
+
+    def database(self, alias: str = "orangescrum-test-db", publish: int | None = None) -> Container:
+        container = self.engine.containers.run(
+            POSTGRES,
+            detach=True,
+            name=f"{self.network}-db-{len(self.containers)}",
+            network=self.network,
+            environment={
+                "POSTGRES_USER": DB["user"],
+                "POSTGRES_PASSWORD": DB["password"],
+                "POSTGRES_DB": DB["name"],
+            },
+            ports={"5432/tcp": ("0.0.0.0", publish)} if publish else {},
+        )
+        self.engine.networks.get(self.network).disconnect(container)
+        self.engine.networks.get(self.network).connect(container, aliases=[alias])
+        self.containers.append(container)
+        return container
+
+    def app(
+        self, env: dict[str, str] | None = None, image: str | None = None
+    ) -> tuple[Container, int]:
+        port = free_port()
+        environment = {
+            "DB_HOST": "orangescrum-test-db",
+            "DB_NAME": DB["name"],
+            "DB_USERNAME": DB["user"],
+            "DB_PASSWORD": DB["password"],
+            "SECURITY_SALT": SALT,
+            "DB_WAIT_TIMEOUT": "60",
+            **(env or {}),
+        }
+        container = self.engine.containers.run(
+            image or self.image,
+            detach=True,
+            name=f"{self.network}-app-{len(self.containers)}",
+            network=self.network,
+            environment=environment,
+            ports={"8080/tcp": ("127.0.0.1", port)},
+            extra_hosts={"host.docker.internal": "host-gateway"},
+        )
+        self.containers.append(container)
+        return container, port
+
+    def close(self) -> None:
+        for container in self.containers:
+            container.remove(force=True)
+        self.engine.networks.get(self.network).remove()
+
+
+def sql(db: Container, query: str) -> str:
+    code, out = db.exec_run(["psql", "-U", DB["user"], "-d", DB["name"], "-Atc", query])
+    assert code == 0 and isinstance(out, bytes), out
+    return out.decode().strip()
+
+
+def wait_healthy(container: Container, port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status == "exited":
+            raise AssertionError(f"app exited:\n{container.logs().decode()}")
+        try:
+            if http(port, "/home/healthcheck")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"app not healthy in {timeout}s:\n{container.logs().decode()}")
+
+
+def wait_exit(container: Container, timeout: float = 120) -> tuple[int, str]:
+    status = container.wait(timeout=timeout)
+    return int(status["StatusCode"]), container.logs().decode()
+
+
+def assert_migrated_and_seeded(db: Container) -> None:
+    assert sql(db, "SELECT count(*) FROM phinxlog") == "3"
+    assert sql(db, "SELECT count(*) FROM gitsync_phinxlog") == "1"
+    assert sql(db, "SELECT count(*) FROM actions") == "12"
+
+
+# --- A genuine CakePHP 5 application (test data used in place, never copied into this repo) ----
+
+
+def cakephp_fixture() -> Path | None:
+    """The fixture folder (app/ + composer-repo/): $CAKEPHP_FIXTURE, else shared/fixtures/cakephp
+    beside this checkout or one of its parents."""
+    if os.environ.get("CAKEPHP_FIXTURE"):
+        candidates = [Path(os.environ["CAKEPHP_FIXTURE"])]
+    else:
+        candidates = [parent / "shared" / "fixtures" / "cakephp" for parent in REPO.parents]
+    return next((c for c in candidates if (c / "app" / "composer.lock").is_file()), None)
+
+
+def copy_tree_writable(source: Path, dest: Path) -> None:
+    """A writable copy (the fixture's files are read-only)."""
+    shutil.copytree(source, dest, copy_function=shutil.copy)
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(path.stat().st_mode | 0o200)
+
+
+def cakephp_app_repo(path: Path, fixture: Path) -> AppRepo:
+    """The fixture app as its own git repository (its .gitignore applies, as for a user)."""
+    copy_tree_writable(fixture / "app", path)
+    git(path, "init", "-q", "-b", "main")
+    repo = AppRepo(path)
+    repo.commit("cakephp app")
+    return repo
+
+
+def doit_time(run: Run) -> float:
+    """Seconds doit reported for a stage's build (`<stage>: built <tag> (<id>) in 12.3s`)."""
+    return sum(float(m) for m in re.findall(r": built \S+ \(\w+\) in ([\d.]+)s", run.out))
