@@ -119,7 +119,8 @@ def database(pipe: Pipeline, bundled: bool, image: str) -> Iterator[Database]:
     app = next((s for s in containers.services(project) if s.service == APP), None)
     if app is None:
         raise BackupError(f"{APP} does not exist: its settings name the external database")
-    with containers.helper(pipe.settings.backup_client_image or image, {}, like=app) as helper:
+    client_image = pipe.settings.backup_client_image or image
+    with containers.helper(client_image, {}, like=app, project=project) as helper:
         yield Database(containers, helper, bundled=False)
 
 
@@ -179,7 +180,9 @@ def _write_backup(pipe: Pipeline, root: Path, kind: str, bundled: bool, source: 
         for short, volume in sorted(containers.volumes(settings.compose_project).items()):
             if short in NOT_ARCHIVED:
                 continue
-            with containers.helper(source.image_id, {volume.name: "/volume"}) as helper:
+            with containers.helper(
+                source.image_id, {volume.name: "/volume"}, project=settings.compose_project
+            ) as helper:
                 rel = f"volumes/{short}.tar"
                 sha, size = containers.archive_out(helper.id, "/volume", partial / rel)
             files[rel] = {"sha256": sha, "size": size}
@@ -328,7 +331,7 @@ def main(argv: list[str]) -> int:
         if value is not None
     }
     try:
-        pipe = Pipeline(load_settings(Path(__file__).resolve().parent.parent, cli))
+        pipe = Pipeline(load_settings(Path.cwd(), cli))  # backup_volumes.sh runs in the project
         if args.command == "restore":
             restore.restore(pipe, args.restore_from or "latest", args.yes, args.drop)
         elif args.command == "list":

@@ -23,6 +23,7 @@ from tasks.engine import CHUNK, ChunkReader, Engine, labels_of, translated, writ
 from tasks.errors import EngineError
 
 PROJECT = "com.docker.compose.project"
+HELPER = "io.durango.helper"  # on helper containers: the project they work for
 
 
 @dataclass(frozen=True)
@@ -135,9 +136,17 @@ class Containers:
     def image_exists(self, ref: str) -> bool:
         return self.engine.image_attrs(ref) is not None
 
+    def remove_helpers(self, project: str) -> None:
+        """Helpers a killed backup or restore left behind (they would hold volumes)."""
+        with translated("removing leftover helper containers"):
+            for container in self.client.containers.list(
+                all=True, filters={"label": f"{HELPER}={project}"}
+            ):
+                container.remove(force=True)
+
     @contextlib.contextmanager
     def helper(
-        self, image: str, volumes: Mapping[str, str], like: Service | None = None
+        self, image: str, volumes: Mapping[str, str], like: Service | None = None, project: str = ""
     ) -> Iterator[Service]:
         """A root container sleeping with `volumes` (name -> mount point) mounted, removed when
         done; with `like`, it also has that container's environment, network and bind mounts
@@ -154,6 +163,7 @@ class Containers:
                 network=like.network if like else None,
                 volumes=binds,
                 extra_hosts={"host.docker.internal": "host-gateway"},
+                labels={HELPER: project},
             )
         try:
             with translated(f"starting a helper container from {image}"):

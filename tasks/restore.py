@@ -109,6 +109,7 @@ def restore(
                 f"the database is not empty ({tables} tables); add --drop-database to replace "
                 "it; nothing changed"
             )
+    containers.remove_helpers(project)
     running = [s for s in containers.services(project) if s.service != DB and s.running]
     containers.stop(running)
     print(f"restore: stopped {', '.join(s.name for s in running) or 'nothing'}", flush=True)
@@ -139,7 +140,7 @@ def _apply(pipe: Pipeline, folder: Path, manifest: dict[str, Any], image: str, d
         _restore_database(db, folder / "database.dump", drop)
     for short, entry in sorted(manifest["volumes"].items()):
         volume = containers.ensure_volume(project, short)
-        with containers.helper(image, {volume.name: "/volume"}) as helper:
+        with containers.helper(image, {volume.name: "/volume"}, project=project) as helper:
             containers.exec(helper.id, ["find", "/volume", "-mindepth", "1", "-delete"])
             containers.unpack(helper.id, "/", folder / entry["file"])
         print(f"restore: volume {short}", flush=True)

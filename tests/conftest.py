@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,14 +19,18 @@ import pytest
 from helpers import (
     BUSYBOX,
     LOCAL_IMAGES,
+    POSTGRES,
     REPO,
     STAGES,
     AppRepo,
+    Bundle,
     LocalBuild,
     Stack,
     Workspace,
+    bundled_compose,
     cakephp_fixture,
     demo_app_repo,
+    free_port,
     git,
     make_local_project,
     make_workspace,
@@ -129,3 +134,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "engine" in fixtures or item.path.name == "test_lint.py":
             item.add_marker(pytest.mark.engine)
     items.sort(key=lambda item: item.get_closest_marker("engine") is not None)
+
+
+@pytest.fixture
+def bundle(local_build: LocalBuild, tmp_path: Path) -> Iterator[Bundle]:
+    subprocess.run([str(REPO / "scripts" / "make-local-images.sh"), "postgres"], check=True)
+    ws = local_build.workspace
+    project = f"durango-test-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {"APP_PORT": str(port), "APP_BIND": "127.0.0.1", "DB_IMAGE": POSTGRES}
+    backups = tmp_path / "backups"
+    settings = [
+        "env_file=orangescrum-ee/.env.test-bundled",
+        "compose_profiles=bundled-db",
+        f"compose_project={project}",
+        f"backup_dir={backups}",
+    ]
+    compose = bundled_compose(ws.root, project)
+    made = Bundle(ws, settings, env, port, compose, backups)
+    try:
+        made.doit("up")
+        yield made
+    finally:
+        subprocess.run(
+            [*compose, "down", "--volumes"], env={**os.environ, **env}, capture_output=True
+        )

@@ -11,12 +11,14 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import docker
@@ -356,3 +358,87 @@ def cakephp_app_repo(path: Path, fixture: Path) -> AppRepo:
 def doit_time(run: Run) -> float:
     """Seconds doit reported for a stage's build (`<stage>: built <tag> (<id>) in 12.3s`)."""
     return sum(float(m) for m in re.findall(r": built \S+ \(\w+\) in ([\d.]+)s", run.out))
+
+
+@dataclass
+class Bundle:
+    ws: Workspace
+    settings: list[str]
+    env: dict[str, str]
+    port: int
+    compose: list[str]
+    backups: Path
+
+    def doit(self, *args: str, check: bool = True):
+        return self.ws.doit(*args, *self.settings, env=self.env, check=check)
+
+    def app_exec(self, script: str) -> str:
+        done = subprocess.run(
+            [*self.compose, "exec", "-T", "orangescrum-app", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env},
+            check=True,
+        )
+        return done.stdout
+
+    def latest(self) -> Path:
+        return (self.backups / "latest").resolve()
+
+    def compose_run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.compose, *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.env},
+            check=check,
+        )
+
+    def sql(self, query: str) -> str:
+        """A query in the bundled database, as its owner."""
+        user = "orangescrum_test"
+        done = self.compose_run(
+            "exec", "-T", "orangescrum-db", "psql", "-U", user, "-d", user, "-XAtc", query
+        )
+        return done.stdout.strip()
+
+    @property
+    def project(self) -> str:
+        return next(s.split("=", 1)[1] for s in self.settings if s.startswith("compose_project="))
+
+    def uploads(self) -> str:
+        """sha256 of every file in the uploads volume, sorted (read through a throw-away
+        container, so it works while the app is stopped)."""
+        script = "cd /v && find . -type f | sort | xargs -r sha256sum"
+        volume = f"{self.project}_app-uploads:/v:ro"
+        return subprocess.run(
+            ["docker", "run", "--rm", "-v", volume, BUSYBOX, "sh", "-c", script],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
+    def started(self) -> str:
+        """When each of the bundle's containers last started."""
+        ids = self.compose_run("ps", "-q").stdout.split()
+        return subprocess.run(
+            ["docker", "inspect", "-f", "{{.Name}} {{.State.StartedAt}}", *ids],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+
+
+class Writer(threading.Thread):
+    """Inserts rows through the app until stopped; remembers when each insert was committed."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.stop = threading.Event()
+        self.committed: list[tuple[str, datetime]] = []
+
+    def run(self) -> None:
+        n = 0
+        while not self.stop.is_set() and n < 5000:
+            name = f"writer-{n}"
+            status, _ = http(self.port, "/api/actions", {"name": name})
+            if status == 201:
+                self.committed.append((name, datetime.now(timezone.utc)))
+            n += 1

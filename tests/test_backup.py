@@ -8,86 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from pathlib import Path
+from datetime import datetime
 
-import pytest
-from helpers import POSTGRES, REPO, LocalBuild, Workspace, bundled_compose, free_port, http
-
-
-@dataclass
-class Bundle:
-    ws: Workspace
-    settings: list[str]
-    env: dict[str, str]
-    port: int
-    compose: list[str]
-    backups: Path
-
-    def doit(self, *args: str, check: bool = True):
-        return self.ws.doit(*args, *self.settings, env=self.env, check=check)
-
-    def app_exec(self, script: str) -> str:
-        done = subprocess.run(
-            [*self.compose, "exec", "-T", "orangescrum-app", "sh", "-c", script],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **self.env},
-            check=True,
-        )
-        return done.stdout
-
-    def latest(self) -> Path:
-        return (self.backups / "latest").resolve()
-
-
-@pytest.fixture
-def bundle(local_build: LocalBuild, tmp_path: Path) -> Iterator[Bundle]:
-    subprocess.run([str(REPO / "scripts" / "make-local-images.sh"), "postgres"], check=True)
-    ws = local_build.workspace
-    project = f"durango-test-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {"APP_PORT": str(port), "APP_BIND": "127.0.0.1", "DB_IMAGE": POSTGRES}
-    backups = tmp_path / "backups"
-    settings = [
-        "env_file=orangescrum-ee/.env.test-bundled",
-        "compose_profiles=bundled-db",
-        f"compose_project={project}",
-        f"backup_dir={backups}",
-    ]
-    compose = bundled_compose(ws.root, project)
-    made = Bundle(ws, settings, env, port, compose, backups)
-    try:
-        made.doit("up")
-        yield made
-    finally:
-        subprocess.run(
-            [*compose, "down", "--volumes"], env={**os.environ, **env}, capture_output=True
-        )
-
-
-class Writer(threading.Thread):
-    """Inserts rows through the app until stopped; remembers when each insert was committed."""
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.stop = threading.Event()
-        self.committed: list[tuple[str, datetime]] = []
-
-    def run(self) -> None:
-        n = 0
-        while not self.stop.is_set() and n < 5000:
-            name = f"writer-{n}"
-            status, _ = http(self.port, "/api/actions", {"name": name})
-            if status == 201:
-                self.committed.append((name, datetime.now(timezone.utc)))
-            n += 1
+from helpers import Bundle, Writer, http
 
 
 def test_backup_while_writing_then_restore_after_volumes_are_destroyed(bundle: Bundle) -> None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import docker
@@ -36,7 +37,7 @@ def test_external_database_container_migrates_seeds_and_survives_recreate(stack:
     app, port = stack.app()
     wait_healthy(app, port)
     assert_migrated_and_seeded(db)
-    assert "Database seeding: done (12 rows in actions)" in app.logs().decode()
+    assert "Database seeding: done (12 rows in actions;" in app.logs().decode()
 
     status, body = http(port, "/api/actions", {"name": "added-after-seed"})
     assert status == 201 and json.loads(body)["id"] == 13  # sequences were reset past the seeds
@@ -178,3 +179,46 @@ def test_bundled_database_profile_with_doit_up_and_down(local_build: LocalBuild)
             capture_output=True,
             check=False,
         )
+
+
+def test_queue_worker_starts_after_migrations(local_build: LocalBuild) -> None:
+    ws = local_build.workspace
+    project = f"durango-test-{uuid.uuid4().hex[:8]}"
+    env = {
+        **os.environ,
+        "APP_PORT": str(free_port()),
+        "APP_BIND": "127.0.0.1",
+        "DB_IMAGE": POSTGRES,
+        "APP_IMAGE": local_build.runtime_image,
+    }
+    compose = [*bundled_compose(ws.root, project), "--profile", "queue"]
+    try:
+        up = subprocess.run([*compose, "up", "--detach", "--wait"], env=env, capture_output=True)
+        assert up.returncode == 0, up.stderr.decode()[-2000:]
+
+        def inspect(service: str) -> dict:
+            container = subprocess.run(
+                [*compose, "ps", "-q", service], env=env, capture_output=True, text=True
+            ).stdout.strip()
+            return json.loads(
+                subprocess.run(["docker", "inspect", container], capture_output=True).stdout
+            )[0]
+
+        app, queue = inspect("orangescrum-app"), inspect("orangescrum-queue")
+        first_healthy = min(
+            probe["End"] for probe in app["State"]["Health"]["Log"] if probe["ExitCode"] == 0
+        )
+        assert moment(queue["State"]["StartedAt"]) > moment(first_healthy)  # after migrations
+        assert queue["State"]["Health"]["Status"] == "healthy"
+        logs = subprocess.run(
+            [*compose, "logs", "orangescrum-queue"], env=env, capture_output=True, text=True
+        ).stdout
+        assert "Server: starting the queue worker" in logs and "Migrations" not in logs
+    finally:
+        subprocess.run([*compose, "down", "--volumes"], env=env, capture_output=True)
+
+
+def moment(stamp: str) -> datetime:
+    """The engine's RFC 3339 time with nanoseconds, to the microsecond."""
+    whole, _, fraction = stamp.rstrip("Z").partition(".")
+    return datetime.fromisoformat(whole).replace(microsecond=int((fraction + "000000")[:6]))

@@ -236,13 +236,16 @@ def require_package(
     script = (
         "export COMPOSER_HOME=/tmp/ch COMPOSER_ALLOW_SUPERUSER=1 && "
         "composer config -g repo.packagist false && "
-        'composer config -g repositories.t \'{"type":"artifact","url":"/repo"}\' && '
+        'composer config -g repositories.t \'{"type":"artifact","url":"/composer-repo"}\' && '
         f"cd /app && composer require {package} --no-install --no-scripts --no-interaction -q"
     )
     engine.containers.run(
         base_image,
         ["sh", "-c", script],
-        volumes={str(app): {"bind": "/app", "mode": "rw"}, str(repository): {"bind": "/repo"}},
+        volumes={
+            str(app): {"bind": "/app", "mode": "rw"},
+            str(repository): {"bind": "/composer-repo"},
+        },
         network_mode="none",
         remove=True,
     )
@@ -437,3 +440,24 @@ def test_app_writes_survive_recreate_and_a_backup_restore(
         subprocess.run(
             [*compose, "down", "--volumes"], env={**os.environ, **env}, capture_output=True
         )
+
+
+def test_an_app_that_commits_vendor_builds_with_no_network_and_no_composer(
+    cakephp: CakeBuild, tmp_path: Path, engine: docker.DockerClient
+) -> None:
+    app = AppRepo(tmp_path / "app")
+    shutil.copytree(cakephp.workspace.app.path, app.path)
+    require_package(
+        engine, f"{LOCAL_IMAGES}-base:latest", app.path, cakephp.fixture / "composer-repo", ""
+    )
+    (app.path / ".gitignore").write_text("/tmp/*\n/logs/*\n")  # vendor/ is part of the commit
+    app.commit("vendor committed")
+    prefix = f"{CAKEPHP_IMAGES}-vendor-{uuid.uuid4().hex[:6]}"
+    root = make_local_project(tmp_path / "project", app.path, prefix, 'embed_network = "none"\n')
+    ws = Workspace(root, prefix, app, engine)
+    try:
+        run = ws.doit("verify")
+        assert "vendor/ is committed with the app; composer not run" in run.out
+        assert "deps: composer install" not in run.out
+    finally:
+        remove_images(engine, f"{prefix}-embed")

@@ -45,7 +45,7 @@ def test_unknown_ref(workspace: Workspace) -> None:
 def test_unknown_setting_is_named(workspace: Workspace) -> None:
     run = workspace.doit("sorce=../app", check=False)
     assert run.code != 0
-    assert "unknown setting(s) sorce" in run.out
+    assert "command line: unknown setting sorce; did you mean source?" in run.out
     assert "Traceback" not in run.out
 
 
