@@ -9,7 +9,19 @@ from pathlib import Path
 
 from doit import get_var
 
-from tasks import archive, backup, base, bundle, embed, extract, restore, runtime, verify
+from tasks import (
+    archive,
+    backup,
+    base,
+    bundle,
+    embed,
+    extract,
+    prune,
+    publish,
+    restore,
+    runtime,
+    verify,
+)
 from tasks.errors import ConfigError
 from tasks.pipeline import start
 from tasks.report import DurangoReporter
@@ -31,6 +43,7 @@ except ConfigError as exc:
     sys.exit(f"durango: configuration error: {exc}")
 
 
+# The pipeline, in order; then what runs the bundle and keeps its data.
 def task_archive():
     return archive.task(PIPELINE)
 
@@ -52,7 +65,7 @@ def task_runtime():
 
 
 def task_publish():
-    return runtime.publish_task(PIPELINE)
+    return publish.task(PIPELINE)
 
 
 def task_verify():
@@ -60,15 +73,15 @@ def task_verify():
 
 
 def task_up():
-    return bundle.up_task(PIPELINE)
+    return bundle.task(PIPELINE, "up")
 
 
 def task_down():
-    return bundle.down_task(PIPELINE)
+    return bundle.task(PIPELINE, "down")
 
 
 def task_backup():
-    return backup.tasks(PIPELINE)["backup"]
+    return backup.task(PIPELINE, "backup")
 
 
 def task_restore():
@@ -76,4 +89,8 @@ def task_restore():
 
 
 def task_backups():
-    return backup.tasks(PIPELINE)["backups"]
+    return backup.task(PIPELINE, "backups")
+
+
+def task_prune():
+    return prune.task(PIPELINE)

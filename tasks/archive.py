@@ -16,13 +16,13 @@ import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO
 
 import git
 
 from tasks.content import tree_signature
 from tasks.errors import SourceError
-from tasks.pipeline import Pipeline, StageCheck, action
+from tasks.pipeline import Pipeline, TaskDict, command_task
 
 RECORD = "archive"
 _CHUNK = 1 << 20
@@ -119,7 +119,7 @@ def _safe_path(root: Path, name: str) -> Path:
     return root.joinpath(*rel.parts)
 
 
-def _extract(stream: Any, package: Path) -> tuple[str, int, int]:
+def _extract(stream: IO[bytes], package: Path) -> tuple[str, int, int]:
     """Write the tar stream into package/, hashing as it goes: (content key, files, bytes)."""
     content = hashlib.sha256()
     files = total = 0
@@ -198,7 +198,7 @@ def run(pipe: Pipeline) -> None:
     )
 
 
-def archived(pipe: Pipeline) -> dict[str, Any]:
+def archived(pipe: Pipeline) -> dict[str, str]:
     """The record of the last complete archive: content key, commit, source date."""
     record = pipe.read_record(RECORD)
     if record is None:
@@ -221,10 +221,8 @@ def check_app(pipe: Pipeline) -> None:
         )
 
 
-def task(pipe: Pipeline) -> dict[str, Any]:
-    return {
-        "doc": "git archive of the source at the ref into package/ (key: the commit)",
-        "actions": [action(pipe, lambda: run(pipe))],
-        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
-        "verbosity": 2,
-    }
+DOC = "git archive of the source at the ref into package/ (key: the commit)"
+
+
+def task(pipe: Pipeline) -> TaskDict:
+    return command_task(pipe, DOC, lambda: run(pipe), lambda: why(pipe))

@@ -19,37 +19,49 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, cast
 
-from tasks.containers import Containers, Service
+from tasks.containers import Service
 from tasks.content import atomic_write_text
+from tasks.database import APP, DB, database
 from tasks.errors import DurangoError
-from tasks.pipeline import Pipeline, action
+from tasks.pipeline import Pipeline, TaskDict, command_task
 
 TOOL = "durango-backup/1"
-APP, DB = "orangescrum-app", "orangescrum-db"
 # Never archived nor restored: the raw database files (the dump is their consistent copy) and
 # the app cache (the binary extracts it again).
 NOT_ARCHIVED = {"db-data", "app-cache"}
 PRE_RESTORE = "pre-restore-"
-DUMP_IN_CONTAINER = "/tmp/durango-backup.dump"
-# Connection settings for PostgreSQL's client tools, from the container's own environment: in the
-# bundled database container its POSTGRES_* (local socket), in a helper with the app's settings
-# its DB_* (the password stays in the environment, never on a command line).
-BUNDLED_CLIENT = 'export PGUSER=$POSTGRES_USER PGDATABASE=${POSTGRES_DB:-$POSTGRES_USER}; "$@"'
-EXTERNAL_CLIENT = (
-    'if [ -n "${DB_PASSWORD_FILE:-}" ]; then PGPASSWORD=$(cat "$DB_PASSWORD_FILE"); '
-    "else PGPASSWORD=$DB_PASSWORD; fi; "
-    "export PGPASSWORD PGHOST=$DB_HOST PGPORT=${DB_PORT:-5432} PGUSER=$DB_USERNAME "
-    'PGDATABASE=$DB_NAME; "$@"'
-)
+
+
+class FileEntry(TypedDict):
+    sha256: str
+    size: int
+
+
+class VolumeEntry(TypedDict):
+    name: str  # the engine's volume name when it was backed up
+    file: str  # its archive, relative to the backup folder
+
+
+class Manifest(TypedDict):
+    """manifest.json of a backup."""
+
+    tool: str
+    project: str
+    kind: str
+    created: str
+    database: dict[str, bool | str]  # bundled, dump_started
+    volumes: dict[str, VolumeEntry]
+    images: dict[str, str]
+    source_commit: str | None
+    files: dict[str, FileEntry]
 
 
 class BackupError(DurangoError):
@@ -62,66 +74,6 @@ def sha256_of(path: Path) -> str:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-class Database:
-    """Where SQL runs: inside the bundled database container, or in a helper container that
-    has the app's environment and network (external database)."""
-
-    def __init__(self, containers: Containers, target: Service, bundled: bool) -> None:
-        self.containers = containers
-        self.target = target
-        self.bundled = bundled
-
-    def run(self, *cmd: str) -> str:
-        """A client command with the connection settings in its environment."""
-        wrapper = BUNDLED_CLIENT if self.bundled else EXTERNAL_CLIENT
-        return self.containers.exec(self.target.id, ["sh", "-c", wrapper, "sh", *cmd])
-
-    def major(self, query: str) -> int:
-        return int(self.run("psql", "-XAtc", query).strip()) // 10000
-
-    def check_client(self) -> None:
-        """pg_dump refuses a server newer than itself: say what to do before anything runs."""
-        server = self.major("SHOW server_version_num")
-        found = re.search(r"(\d+)\.", self.run("pg_dump", "--version"))
-        client = int(found.group(1)) if found else 0
-        if client < server:
-            raise BackupError(
-                f"the database server is PostgreSQL {server} but the backup's pg_dump is "
-                f"{client}: set backup_client_image to an image with PostgreSQL {server}'s client "
-                f"tools (for example postgres:{server}), present on this engine"
-            )
-
-    def table_count(self) -> int:
-        query = "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema()"
-        return int(self.run("psql", "-XAtc", query).strip())
-
-    def dump(self, dest: Path) -> tuple[str, int]:
-        self.run("pg_dump", "-Fc", "-f", DUMP_IN_CONTAINER)
-        try:
-            return self.containers.file_out(self.target.id, DUMP_IN_CONTAINER, dest)
-        finally:
-            self.containers.exec(self.target.id, ["rm", "-f", DUMP_IN_CONTAINER], user="0")
-
-
-@contextlib.contextmanager
-def database(pipe: Pipeline, bundled: bool, image: str) -> Iterator[Database]:
-    """The bundled database container, or a helper with the app's settings for an external one
-    (from `backup_client_image` when set: a client as new as the server)."""
-    project, containers = pipe.settings.compose_project, pipe.containers
-    if bundled:
-        db = containers.service(project, DB)
-        if db is None:
-            raise BackupError(f"the bundled database ({DB}) is not running")
-        yield Database(containers, db, bundled=True)
-        return
-    app = next((s for s in containers.services(project) if s.service == APP), None)
-    if app is None:
-        raise BackupError(f"{APP} does not exist: its settings name the external database")
-    client_image = pipe.settings.backup_client_image or image
-    with containers.helper(client_image, {}, like=app, project=project) as helper:
-        yield Database(containers, helper, bundled=False)
 
 
 @contextlib.contextmanager
@@ -168,7 +120,7 @@ def _write_backup(pipe: Pipeline, root: Path, kind: str, bundled: bool, source: 
     (partial / "volumes").mkdir(parents=True)
     started = time.monotonic()
     try:
-        files: dict[str, dict[str, Any]] = {}
+        files: dict[str, FileEntry] = {}
         dump_started = datetime.now(timezone.utc).isoformat()
         with database(pipe, bundled, source.image_id) as db:
             if not bundled:
@@ -176,7 +128,7 @@ def _write_backup(pipe: Pipeline, root: Path, kind: str, bundled: bool, source: 
             sha, size = db.dump(partial / "database.dump")
         files["database.dump"] = {"sha256": sha, "size": size}
         print(f"backup: database dumped ({size / 1e6:.1f} MB)", flush=True)
-        volumes = {}
+        volumes: dict[str, VolumeEntry] = {}
         for short, volume in sorted(containers.volumes(settings.compose_project).items()):
             if short in NOT_ARCHIVED:
                 continue
@@ -188,7 +140,7 @@ def _write_backup(pipe: Pipeline, root: Path, kind: str, bundled: bool, source: 
             files[rel] = {"sha256": sha, "size": size}
             volumes[short] = {"name": volume.name, "file": rel}
             print(f"backup: volume {short} ({size / 1e6:.1f} MB)", flush=True)
-        manifest = {
+        manifest: Manifest = {
             "tool": TOOL,
             "project": settings.compose_project,
             "kind": kind.rstrip("-") or "backup",
@@ -242,10 +194,10 @@ def prune(pipe: Pipeline, kind: str = "") -> None:
         print(f"backup: removed {old.name} (keeping the {keep} newest)")
 
 
-def verify(folder: Path) -> dict[str, Any]:
+def verify(folder: Path) -> Manifest:
     """The manifest, once every file's sha256 matches; else BackupError naming the file."""
     try:
-        manifest = dict(json.loads((folder / "manifest.json").read_text()))
+        manifest = cast(Manifest, json.loads((folder / "manifest.json").read_text()))
     except (OSError, ValueError):
         raise BackupError(
             f"{folder} has no readable manifest.json: not a complete backup"
@@ -284,21 +236,13 @@ def list_backups(pipe: Pipeline) -> None:
         print(f"{folder.name}{mark}  {size / 1e6:8.1f} MB  {age / 3600:6.1f} h old  {state}")
 
 
-def tasks(pipe: Pipeline) -> dict[str, dict[str, Any]]:
-    return {
-        "backup": {
-            "doc": "dump the database and archive the bundle's volumes into backup_dir",
-            "actions": [action(pipe, lambda: backup(pipe))],
-            "uptodate": [False],
-            "verbosity": 2,
-        },
-        "backups": {
-            "doc": "list backups with size, age and checksum state",
-            "actions": [action(pipe, lambda: list_backups(pipe))],
-            "uptodate": [False],
-            "verbosity": 2,
-        },
-    }
+def task(pipe: Pipeline, name: str) -> TaskDict:
+    """`backup`, or `backups` (the list)."""
+    if name == "backup":
+        doc = "dump the database and archive the bundle's volumes into backup_dir"
+        return command_task(pipe, doc, lambda: backup(pipe))
+    doc = "list backups with size, age and checksum state"
+    return command_task(pipe, doc, lambda: list_backups(pipe))
 
 
 def main(argv: list[str]) -> int:

@@ -7,12 +7,10 @@ only the embed stage reads does not invalidate this 15-to-30-minute build.
 
 from __future__ import annotations
 
-from typing import Any
-
 from tasks.content import ContextFile, context_files, file_digests, read_by
 from tasks.errors import BuildError
 from tasks.images import ImageInputs, base_image_ids, built_image_id, stage_task
-from tasks.pipeline import Pipeline
+from tasks.pipeline import Pipeline, TaskDict
 
 
 def builder_files(pipe: Pipeline, dockerfile: str) -> list[ContextFile]:
@@ -41,28 +39,22 @@ def inputs(pipe: Pipeline) -> ImageInputs:
         if settings.php_extensions:  # one setting for every profile's extension list
             names = sorted(set(settings.php_extensions.replace(",", " ").lower().split()))
             build_args["PHP_EXTENSIONS"] = ",".join(names)
-        return ImageInputs(
-            stage="base",
-            name=settings.base_image,
-            dockerfile=settings.base_dockerfile,
-            files=files,
-            digests=file_digests(files, pipe.hashes),
-            build_args=build_args,
-            upstream=base_image_ids(pipe.engine, text, build_args),
-        )
+        digests = file_digests(files, pipe.hashes)
+        upstream = base_image_ids(pipe.engine, text, build_args)
+        where = settings.base_image, settings.base_dockerfile
+        return ImageInputs("base", *where, files, digests, build_args, upstream)
 
     result: ImageInputs = pipe.once("base-inputs", compute)
     return result
 
 
 def image_id(pipe: Pipeline) -> str:
+    """The ID of the image this stage's inputs call for (BuildError when not built)."""
     return built_image_id(pipe.engine, inputs(pipe))
 
 
-def task(pipe: Pipeline) -> dict[str, Any]:
-    return stage_task(
-        pipe,
-        "builder image without the app (key: Dockerfile, build args, builder/ files)",
-        lambda: inputs(pipe),
-        [],
-    )
+DOC = "builder image without the app (key: Dockerfile, build args, builder/ files)"
+
+
+def task(pipe: Pipeline) -> TaskDict:
+    return stage_task(pipe, DOC, lambda: inputs(pipe), [])

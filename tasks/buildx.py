@@ -14,11 +14,27 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from tasks.errors import BuildError, EngineError
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One image build. Secrets are named by where to read them (id -> `src=<file>` or
+    `env=<NAME>`), never by value; `network="none"` gives RUN steps no network."""
+
+    stage: str
+    write_context: Callable[[IO[bytes]], None]
+    dockerfile: str
+    tags: Sequence[str]
+    build_args: Mapping[str, str]
+    labels: Mapping[str, str]
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    network: str = ""
+    no_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,55 +65,32 @@ def summarize_build_failure(stage: str, lines: Sequence[str]) -> str:
     return f"{stage}: build step {title} failed: {error}" + (f"\n{body}" if body else "")
 
 
-def command(
-    dockerfile: str,
-    iidfile: Path,
-    tags: Sequence[str],
-    build_args: Mapping[str, str],
-    labels: Mapping[str, str],
-    secrets: Mapping[str, str],
-    network: str,
-    no_cache: bool,
-) -> list[str]:
-    """The buildx command line. Secrets are named by where to read them (`src=<file>`,
-    `env=<NAME>`), never by value."""
+def command(request: BuildRequest, iidfile: Path) -> list[str]:
+    """The buildx command line for a request, the context coming on stdin."""
     cmd = ["docker", "buildx", "build", "--progress=plain", "--load"]
-    cmd += ["-f", dockerfile, "--iidfile", str(iidfile)]
-    for tag in tags:
+    cmd += ["-f", request.dockerfile, "--iidfile", str(iidfile)]
+    for tag in request.tags:
         cmd += ["-t", tag]
-    for name, value in sorted(build_args.items()):
+    for name, value in sorted(request.build_args.items()):
         cmd += ["--build-arg", f"{name}={value}"]
-    for name, value in sorted(labels.items()):
+    for name, value in sorted(request.labels.items()):
         cmd += ["--label", f"{name}={value}"]
-    for secret_id, where in sorted(secrets.items()):
+    for secret_id, where in sorted(request.secrets.items()):
         cmd += ["--secret", f"id={secret_id},{where}"]
-    if network:
-        cmd += ["--network", network]
-    if no_cache:
+    if request.network:
+        cmd += ["--network", request.network]
+    if request.no_cache:
         cmd.append("--no-cache")
     return [*cmd, "-"]
 
 
-def build(
-    stage: str,
-    write_context: Callable[[IO[bytes]], None],
-    dockerfile: str,
-    tags: Sequence[str],
-    build_args: Mapping[str, str],
-    labels: Mapping[str, str],
-    secrets: Mapping[str, str] | None = None,
-    network: str = "",
-    no_cache: bool = False,
-) -> Built:
+def build(request: BuildRequest) -> Built:
     """Build from a context streamed on stdin: the new image ID and the build's log."""
     with tempfile.TemporaryDirectory(prefix="durango-build-") as tmp:
         iidfile = Path(tmp, "iid")
-        cmd = command(
-            dockerfile, iidfile, tags, build_args, labels, secrets or {}, network, no_cache
-        )
-        lines = _run(stage, cmd, write_context)
+        lines = _run(request.stage, command(request, iidfile), request.write_context)
         if not iidfile.exists():
-            raise BuildError(summarize_build_failure(stage, lines))
+            raise BuildError(summarize_build_failure(request.stage, lines))
         return Built(iidfile.read_text().strip(), lines)
 
 

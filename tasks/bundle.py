@@ -6,19 +6,16 @@ image just built. `down` stops and removes the containers and never the volumes:
 
 from __future__ import annotations
 
-from typing import Any
-
 from tasks.errors import ConfigError
-from tasks.pipeline import Pipeline, action
+from tasks.pipeline import Pipeline, TaskDict, command_task
 
 
 def compose(pipe: Pipeline, *args: str) -> None:
     """`docker compose` on the bundle, with the env file, profiles and project of the settings."""
     settings = pipe.settings
-    env_file = settings.env_file
-    if not env_file.is_file():
+    if not settings.env_file.is_file():
         raise ConfigError(
-            f"env file {env_file} does not exist: copy orangescrum-ee/.env.example to "
+            f"env file {settings.env_file} does not exist: copy orangescrum-ee/.env.example to "
             "orangescrum-ee/.env and fill it in, or pass env_file=PATH"
         )
     profiles = [
@@ -26,7 +23,7 @@ def compose(pipe: Pipeline, *args: str) -> None:
     ]
     pipe.containers.compose(
         settings.bundle_dir / "docker-compose.yaml",
-        env_file,
+        settings.env_file,
         ["--project-name", settings.compose_project, *profiles, *args],
         {"APP_IMAGE": f"{settings.runtime_image}:latest"},
     )
@@ -42,20 +39,10 @@ def down(pipe: Pipeline) -> None:
     print("down: containers removed; volumes kept")
 
 
-def up_task(pipe: Pipeline) -> dict[str, Any]:
-    return {
-        "doc": "start the deployment bundle with env_file (builds what is stale first)",
-        "actions": [action(pipe, lambda: up(pipe))],
-        "task_dep": ["runtime"],
-        "uptodate": [False],
-        "verbosity": 2,
-    }
-
-
-def down_task(pipe: Pipeline) -> dict[str, Any]:
-    return {
-        "doc": "stop the deployment bundle; volumes (uploads, database) are kept",
-        "actions": [action(pipe, lambda: down(pipe))],
-        "uptodate": [False],
-        "verbosity": 2,
-    }
+def task(pipe: Pipeline, name: str) -> TaskDict:
+    """`up` (builds what is stale first) or `down`."""
+    if name == "up":
+        doc = "start the deployment bundle with env_file (builds what is stale first)"
+        return command_task(pipe, doc, lambda: up(pipe), task_dep=["runtime"])
+    doc = "stop the deployment bundle; volumes (uploads, database) are kept"
+    return command_task(pipe, doc, lambda: down(pipe))

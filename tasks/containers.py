@@ -15,11 +15,12 @@ import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import docker
 import docker.errors
+from docker.models.containers import Container
 
-from tasks.engine import CHUNK, ChunkReader, Engine, labels_of, translated, write_stream
+from tasks.engine import CHUNK, ChunkReader, Engine, ImageInfo, translated, write_stream
 from tasks.errors import EngineError
 
 PROJECT = "com.docker.compose.project"
@@ -46,12 +47,12 @@ class Volume:
     short: str  # the name in docker-compose.yaml
 
 
-def _service(container: Any) -> Service:
+def _service(container: Container) -> Service:
     attrs = container.attrs
     networks = list((attrs.get("NetworkSettings") or {}).get("Networks") or {})
     return Service(
-        id=container.id,
-        name=container.name,
+        id=container.id or "",
+        name=container.name or "",
         service=container.labels.get("com.docker.compose.service", ""),
         image_id=attrs.get("Image", ""),
         running=container.status == "running",
@@ -72,7 +73,7 @@ class Containers:
         self.engine = engine
 
     @property
-    def client(self) -> Any:
+    def client(self) -> docker.DockerClient:
         return self.engine.client
 
     @staticmethod
@@ -130,11 +131,38 @@ class Containers:
             made = self.client.volumes.create(f"{project}_{short}", labels=labels)
         return Volume(made.name, short)
 
+    # --- housekeeping: which images exist, which are in use, how much disk they take ----------
+
+    def images_named(self, repository: str) -> list[ImageInfo]:
+        """Every image with a tag in `repository` (any tag), newest first."""
+        with translated(f"listing the images of {repository}"):
+            found = self.client.api.images(name=repository)
+            infos = [self.engine.image(str(entry["Id"])) for entry in found]
+        return sorted((i for i in infos if i), key=lambda i: i.created, reverse=True)
+
+    def images_in_use(self) -> set[str]:
+        """IDs of the images any container (running or stopped) was created from."""
+        with translated("listing containers"):
+            return {str(c["ImageID"]) for c in self.client.api.containers(all=True)}
+
+    def remove_image(self, image: ImageInfo) -> None:
+        """Untag and remove an image (never forced: an image in use stays)."""
+        with translated(f"removing image {image.short_id}"):
+            for tag in image.tags:
+                self.client.api.remove_image(tag)
+        self.engine.forget()
+
+    def layers_size(self) -> int:
+        """Bytes the engine's image layers take on disk."""
+        with translated("asking the engine for its disk usage"):
+            return int(self.client.api.df().get("LayersSize") or 0)
+
     def image_labels(self, image_id: str) -> dict[str, str]:
-        return labels_of(self.engine.image_attrs(image_id))
+        found = self.engine.image(image_id)
+        return dict(found.labels) if found else {}
 
     def image_exists(self, ref: str) -> bool:
-        return self.engine.image_attrs(ref) is not None
+        return self.engine.image(ref) is not None
 
     def remove_helpers(self, project: str) -> None:
         """Helpers a killed backup or restore left behind (they would hold volumes)."""
@@ -164,6 +192,7 @@ class Containers:
                 volumes=binds,
                 extra_hosts={"host.docker.internal": "host-gateway"},
                 labels={HELPER: project},
+                healthcheck={"test": ["NONE"]},  # not the app: the image's check means nothing
             )
         try:
             with translated(f"starting a helper container from {image}"):

@@ -18,7 +18,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from docker.utils.build import exclude_paths
 
@@ -55,11 +55,11 @@ class HashCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._entries: dict[str, list[Any]] | None = None
+        self._entries: dict[str, list[int | str]] | None = None  # stat stamp + sha256
         self._dirty = False
         atexit.register(self.save)
 
-    def _load(self) -> dict[str, list[Any]]:
+    def _load(self) -> dict[str, list[int | str]]:
         if self._entries is None:
             try:
                 self._entries = json.loads(self.path.read_text())
@@ -88,6 +88,15 @@ class HashCache:
         """Record a hash computed elsewhere (e.g. while streaming the file in)."""
         self._load()[str(path.resolve())] = [*self._stamp(path.stat()), sha256]
         self._dirty = True
+
+    def forget_missing(self) -> int:
+        """Drop the entries of files that no longer exist; how many."""
+        entries = self._load()
+        gone = [path for path in entries if not os.path.exists(path)]
+        for path in gone:
+            del entries[path]
+        self._dirty = self._dirty or bool(gone)
+        return len(gone)
 
     def save(self) -> None:
         if self._dirty and self._entries is not None:

@@ -13,13 +13,12 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 from tasks import archive, base
 from tasks.content import ContextFile, file_digests, read_by, tree_files
 from tasks.errors import BuildError, ConfigError
 from tasks.images import ImageInputs, built_image_id, stage_task
-from tasks.pipeline import Pipeline
+from tasks.pipeline import Pipeline, TaskDict
 
 REPOSITORY_IN_IMAGE = "/go/src/deps/repository"
 DEPS_STEP = "install-deps /go/src/deps"
@@ -146,13 +145,12 @@ def inputs(pipe: Pipeline) -> ImageInputs:
 
 
 def image_id(pipe: Pipeline) -> str:
+    """The ID of the image this stage's inputs call for (BuildError when not built)."""
     return built_image_id(pipe.engine, inputs(pipe))
 
 
-def task(pipe: Pipeline) -> dict[str, Any]:
-    return stage_task(
-        pipe,
-        "app embedded into the binary (key: base image ID, package/ content, deps, Dockerfile)",
-        lambda: inputs(pipe),
-        ["archive", "base"],
-    )
+DOC = "app embedded into the binary (key: base image ID, package/ content, deps, Dockerfile)"
+
+
+def task(pipe: Pipeline) -> TaskDict:
+    return stage_task(pipe, DOC, lambda: inputs(pipe), ["archive", "base"])

@@ -17,17 +17,21 @@ import os
 import sys
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Protocol
 
 import docker
 import docker.errors
 import requests
 
 from tasks import buildx
-from tasks.buildx import Built
+from tasks.buildx import BuildRequest, Built
 from tasks.errors import EngineError, RegistryError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 CHUNK = 1 << 20
@@ -48,35 +52,57 @@ def translated(doing: str) -> Iterator[None]:
         raise EngineError(f"{doing}: {exc}") from None
 
 
-class ImageEngine(Protocol):
+class ImageLookup(Protocol):
+    """What deciding whether a stage is built needs: looking images up."""
+
+    def image(self, ref: str) -> ImageInfo | None: ...
+
+
+class ImageEngine(ImageLookup, Protocol):
     """What the image stages and the registry cache need from the engine."""
 
     def forget(self) -> None: ...
-    def image_attrs(self, ref: str) -> dict[str, Any] | None: ...
     def tag(self, image_id: str, repository: str, tag: str) -> None: ...
     def pull(self, repository: str, tag: str) -> str: ...
     def push(self, repository: str, tag: str) -> None: ...
     def arch(self) -> str: ...
-    def build(
-        self,
-        stage: str,
-        write_context: Callable[[IO[bytes]], None],
-        dockerfile: str,
-        tags: Sequence[str],
-        build_args: Mapping[str, str],
-        labels: Mapping[str, str],
-        secrets: Mapping[str, str] | None = None,
-        network: str = "",
-        no_cache: bool = False,
-    ) -> Built: ...
+    def build(self, request: BuildRequest) -> Built: ...
     def copy_file_out(
         self, image: str, path_in_image: str, dest: Path, progress: Callable[[int, int], None]
     ) -> tuple[str, int]: ...
 
 
-def labels_of(attrs: Mapping[str, Any] | None) -> dict[str, str]:
-    """An image's labels from its inspect data (none when it has no config or no labels)."""
-    return dict(((attrs or {}).get("Config") or {}).get("Labels") or {})
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the pipeline reads of an image: its ID, tags, labels and environment."""
+
+    id: str
+    tags: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    created: str = ""  # RFC 3339, as the engine says
+    size: int = 0
+
+    @property
+    def short_id(self) -> str:
+        return short_id(self.id)
+
+    @classmethod
+    def from_inspect(cls, attrs: Mapping[str, object]) -> ImageInfo:
+        """From the engine's inspect data (Config may be null, Labels and Env absent)."""
+        config = attrs.get("Config")
+        config = config if isinstance(config, dict) else {}
+        env = dict(str(e).partition("=")[::2] for e in config.get("Env") or [])
+        tags = attrs.get("RepoTags")
+        size = attrs.get("Size")
+        return cls(
+            str(attrs["Id"]),
+            tuple(tags) if isinstance(tags, list) else (),
+            dict(config.get("Labels") or {}),
+            env,
+            str(attrs.get("Created") or ""),
+            size if isinstance(size, int) else 0,
+        )
 
 
 def short_id(image_id: str) -> str:
@@ -94,14 +120,15 @@ class ChunkReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: WriteableBuffer) -> int:
         while not self._pending:
             try:
                 self._pending = next(self._chunks)
             except StopIteration:
                 return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
+        view = memoryview(buffer).cast("B")
+        size = min(len(view), len(self._pending))
+        view[:size] = self._pending[:size]
         self._pending = self._pending[size:]
         return size
 
@@ -136,7 +163,7 @@ class Engine:
 
     def __init__(self) -> None:
         self._client: docker.DockerClient | None = None
-        self._inspected: dict[str, dict[str, Any] | None] = {}  # per run; reset on any change
+        self._inspected: dict[str, ImageInfo | None] = {}  # per run; reset on any change
 
     @property
     def client(self) -> docker.DockerClient:
@@ -155,12 +182,13 @@ class Engine:
     def forget(self) -> None:
         self._inspected.clear()
 
-    def image_attrs(self, ref: str) -> dict[str, Any] | None:
-        """The engine's inspect data for an image reference, or None when it does not exist."""
+    def image(self, ref: str) -> ImageInfo | None:
+        """What the engine knows of an image reference, or None when it does not exist."""
         if ref not in self._inspected:
             with translated(f"inspecting image {ref}"):
                 try:
-                    self._inspected[ref] = dict(self.client.api.inspect_image(ref))
+                    attrs = self.client.api.inspect_image(ref)
+                    self._inspected[ref] = ImageInfo.from_inspect(attrs)
                 except docker.errors.NotFound:
                     self._inspected[ref] = None
         return self._inspected[ref]
@@ -170,7 +198,9 @@ class Engine:
         with translated(f"tagging {repository}:{tag}"):
             self.client.api.tag(image_id, repository, tag)
 
-    def _transfer(self, verb: Callable[..., Any], repository: str, tag: str) -> None:
+    def _transfer(
+        self, verb: Callable[..., Iterable[Mapping[str, object]]], repository: str, tag: str
+    ) -> None:
         """Run a pull or push to its end; errors reported only inside the stream count too."""
         ref = f"{repository}:{tag}"
         try:
@@ -186,10 +216,10 @@ class Engine:
         """Pull an image; its ID."""
         self._transfer(self.client.api.pull, repository, tag)
         ref = f"{repository}:{tag}"
-        attrs = self.image_attrs(ref)
-        if attrs is None:
+        found = self.image(ref)
+        if found is None:
             raise RegistryError(f"pulled {ref} but the engine does not have it")
-        return str(attrs["Id"])
+        return found.id
 
     def push(self, repository: str, tag: str) -> None:
         """Push an image (auth or quota errors arrive inside the stream)."""
@@ -200,24 +230,11 @@ class Engine:
         with translated("asking the engine for its architecture"):
             return str(self.client.info().get("Architecture", "x86_64"))
 
-    def build(
-        self,
-        stage: str,
-        write_context: Callable[[IO[bytes]], None],
-        dockerfile: str,
-        tags: Sequence[str],
-        build_args: Mapping[str, str],
-        labels: Mapping[str, str],
-        secrets: Mapping[str, str] | None = None,
-        network: str = "",
-        no_cache: bool = False,
-    ) -> Built:
+    def build(self, request: BuildRequest) -> Built:
         """Build with BuildKit (buildx.py), after checking the engine answers at all."""
         self.client  # noqa: B018 - fail early with the engine message, not buildx's
         self._inspected.clear()
-        return buildx.build(
-            stage, write_context, dockerfile, tags, build_args, labels, secrets, network, no_cache
-        )
+        return buildx.build(request)
 
     def copy_file_out(
         self, image: str, path_in_image: str, dest: Path, progress: Callable[[int, int], None]
@@ -254,7 +271,7 @@ class Engine:
 
     @staticmethod
     def _receive(
-        response: Any,
+        response: requests.Response,
         image: str,
         path_in_image: str,
         tmp: Path,

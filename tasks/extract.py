@@ -7,10 +7,9 @@ into place only when complete: the destination is never half-written.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from tasks import embed
-from tasks.pipeline import Pipeline, StageCheck, action
+from tasks.pipeline import Pipeline, TaskDict, command_task
 
 RECORD = "extract"
 
@@ -56,11 +55,8 @@ def run(pipe: Pipeline) -> None:
     )
 
 
-def task(pipe: Pipeline) -> dict[str, Any]:
-    return {
-        "doc": "binary copied out of the embed image (key: embed image ID, binary on disk)",
-        "actions": [action(pipe, lambda: run(pipe))],
-        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
-        "task_dep": ["embed"],
-        "verbosity": 2,
-    }
+DOC = "binary copied out of the embed image (key: embed image ID, binary on disk)"
+
+
+def task(pipe: Pipeline) -> TaskDict:
+    return command_task(pipe, DOC, lambda: run(pipe), lambda: why(pipe), ["embed"])

@@ -10,14 +10,19 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import IO
 
+from tasks import archive
+from tasks.buildx import BuildRequest
 from tasks.content import ContextFile, write_context_tar
 from tasks.dockerfile import from_images
+from tasks.engine import ImageEngine, ImageLookup
 from tasks.errors import BuildError
+from tasks.pipeline import Pipeline, StageCheck, TaskDict, action
+from tasks.registry import RegistryCache
 
 KEY_LABEL = "io.durango.key"
 INPUTS_LABEL = "io.durango.inputs"
@@ -34,7 +39,9 @@ class ImageInputs:
     digests: dict[str, str]
     build_args: dict[str, str]
     upstream: dict[str, str] = field(default_factory=dict)
-    extra_files: Callable[[], Any] | None = None  # streamed after `files` (e.g. the app tree)
+    extra_files: Callable[[], Iterable[ContextFile]] | None = (
+        None  # streamed after `files` (e.g. the app tree)
+    )
     # BuildKit secrets (id -> "src=<file>" or "env=<NAME>"): never part of the key or the labels
     secrets: dict[str, str] = field(default_factory=dict)
     # `none`: the build's RUN steps get no network (proves an offline build); "" the default
@@ -43,7 +50,7 @@ class ImageInputs:
     # stage-specific lines to print from the build log (e.g. whether dependencies were reused)
     report: Callable[[list[str]], list[str]] | None = None
 
-    def described(self) -> dict[str, Any]:
+    def described(self) -> dict[str, object]:
         return {
             "stage": self.stage,
             "dockerfile": self.dockerfile,
@@ -68,12 +75,14 @@ class ImageInputs:
         write_context_tar(out, files)
 
 
-def base_image_ids(engine: Any, dockerfile: str, build_args: Mapping[str, str]) -> dict[str, str]:
+def base_image_ids(
+    engine: ImageLookup, dockerfile: str, build_args: Mapping[str, str]
+) -> dict[str, str]:
     """`FROM <image>` -> the local image ID, so a re-imported or re-pulled base makes it stale."""
     ids = {}
     for image in from_images(dockerfile, build_args):
-        attrs = engine.image_attrs(image)
-        ids[f"FROM {image}"] = attrs["Id"] if attrs else "not present locally"
+        found = engine.image(image)
+        ids[f"FROM {image}"] = found.id if found else "not present locally"
     return ids
 
 
@@ -86,47 +95,41 @@ class ImageStatus:
     image_id: str | None = None
 
 
-def _changes(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+def _changes(previous: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
     """Human names for the inputs that differ between two `described()` dicts."""
     changed = []
-    old_files, new_files = previous.get("files", {}), current.get("files", {})
-    for name in sorted(set(old_files) | set(new_files)):
-        if name not in old_files:
-            changed.append(f"{name} added")
-        elif name not in new_files:
-            changed.append(f"{name} removed")
-        elif old_files[name] != new_files[name]:
-            changed.append(f"{name} changed")
-    old_args, new_args = previous.get("build_args", {}), current.get("build_args", {})
-    changed += [
-        f"build arg {name}"
-        for name in sorted(set(old_args) | set(new_args))
-        if old_args.get(name) != new_args.get(name)
-    ]
-    old_up, new_up = previous.get("upstream", {}), current.get("upstream", {})
-    changed += [
-        f"{name} {str(old_up.get(name))[:19]} -> {str(new_up.get(name))[:19]}"
-        for name in sorted(set(old_up) | set(new_up))
-        if old_up.get(name) != new_up.get(name)
-    ]
+    for part in ("files", "build_args", "upstream"):
+        old, new = previous.get(part), current.get(part)
+        old = old if isinstance(old, dict) else {}
+        new = new if isinstance(new, dict) else {}
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) == new.get(name):
+                continue
+            if part == "files":
+                how = "added" if name not in old else "removed" if name not in new else "changed"
+                changed.append(f"{name} {how}")
+            elif part == "build_args":
+                changed.append(f"build arg {name}")
+            else:
+                changed.append(f"{name} {str(old.get(name))[:19]} -> {str(new.get(name))[:19]}")
     return changed
 
 
-def image_status(engine: Any, inputs: ImageInputs) -> ImageStatus:
+def image_status(engine: ImageLookup, inputs: ImageInputs) -> ImageStatus:
     """Compare the image the inputs call for with what the engine holds."""
-    found = engine.image_attrs(inputs.tag)
-    labels = ((found or {}).get("Config") or {}).get("Labels") or {}
+    found = engine.image(inputs.tag)
+    labels = found.labels if found else {}
     if found is not None and labels.get(KEY_LABEL) == inputs.key:
         # one inspect answers both questions: its tags say where `latest` points
-        if f"{inputs.name}:latest" in (found.get("RepoTags") or []):
-            return ImageStatus("up-to-date", f"{inputs.tag} is built", found["Id"])
+        if f"{inputs.name}:latest" in found.tags:
+            return ImageStatus("up-to-date", f"{inputs.tag} is built", found.id)
         return ImageStatus(
-            "retag", f"{inputs.tag} is built; {inputs.name}:latest points elsewhere", found["Id"]
+            "retag", f"{inputs.tag} is built; {inputs.name}:latest points elsewhere", found.id
         )
-    latest = engine.image_attrs(f"{inputs.name}:latest")
+    latest = engine.image(f"{inputs.name}:latest")
     if latest is None:
         return ImageStatus("build", f"no {inputs.name} image built yet (key {inputs.key[:12]})")
-    latest_labels = (latest.get("Config") or {}).get("Labels") or {}
+    latest_labels = latest.labels
     try:
         previous = json.loads(latest_labels.get(INPUTS_LABEL, "{}"))
     except ValueError:
@@ -138,7 +141,10 @@ def image_status(engine: Any, inputs: ImageInputs) -> ImageStatus:
 
 
 def ensure_image(
-    engine: Any, inputs: ImageInputs, labels: Mapping[str, str], cache: Any | None = None
+    engine: ImageEngine,
+    inputs: ImageInputs,
+    labels: Mapping[str, str],
+    cache: RegistryCache | None = None,
 ) -> str:
     """Bring the engine to the image the inputs call for; returns its ID.
 
@@ -166,15 +172,17 @@ def ensure_image(
         INPUTS_LABEL: json.dumps(inputs.described(), sort_keys=True, separators=(",", ":")),
     }
     built = engine.build(
-        inputs.stage,
-        inputs.write_context,
-        inputs.dockerfile,
-        [inputs.tag, f"{inputs.name}:latest"],
-        inputs.build_args,
-        all_labels,
-        inputs.secrets,
-        inputs.network,
-        inputs.no_cache,
+        BuildRequest(
+            stage=inputs.stage,
+            write_context=inputs.write_context,
+            dockerfile=inputs.dockerfile,
+            tags=[inputs.tag, f"{inputs.name}:latest"],
+            build_args=inputs.build_args,
+            labels=all_labels,
+            secrets=inputs.secrets,
+            network=inputs.network,
+            no_cache=inputs.no_cache,
+        )
     )
     image_id = built.image_id
     for line in inputs.report(built.log) if inputs.report else []:
@@ -189,13 +197,13 @@ def ensure_image(
     return image_id
 
 
-def reason_to_build(engine: Any, inputs: ImageInputs) -> str | None:
+def reason_to_build(engine: ImageLookup, inputs: ImageInputs) -> str | None:
     """Why the stage would run (None: its image is built and `latest` points at it)."""
     status = image_status(engine, inputs)
     return None if status.plan == "up-to-date" else status.reason
 
 
-def built_image_id(engine: Any, inputs: ImageInputs) -> str:
+def built_image_id(engine: ImageLookup, inputs: ImageInputs) -> str:
     """ID of the image the inputs call for; BuildError when that stage has not run."""
     status = image_status(engine, inputs)
     if status.image_id is None:
@@ -203,10 +211,8 @@ def built_image_id(engine: Any, inputs: ImageInputs) -> str:
     return status.image_id
 
 
-def image_labels(pipe: Any) -> dict[str, str]:
+def image_labels(pipe: Pipeline) -> dict[str, str]:
     """OCI labels naming the source the images were built from."""
-    from tasks import archive  # archive needs nothing from here; imported late to stay light
-
     source = archive.resolve_source(pipe)
     return {
         "org.opencontainers.image.revision": source.commit,
@@ -215,11 +221,10 @@ def image_labels(pipe: Any) -> dict[str, str]:
 
 
 def stage_task(
-    pipe: Any, doc: str, inputs: Callable[[], ImageInputs], task_dep: list[str]
-) -> dict[str, Any]:
+    pipe: Pipeline, doc: str, inputs: Callable[[], ImageInputs], task_dep: list[str]
+) -> TaskDict:
     """The doit task of an image stage: up to date while its keyed image is there; otherwise
     pull it from the registry cache, move `latest`, or build it."""
-    from tasks.pipeline import StageCheck, action
 
     def run() -> str:
         return ensure_image(pipe.engine, inputs(), image_labels(pipe), pipe.registry)

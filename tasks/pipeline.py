@@ -14,9 +14,10 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from types import FrameType, TracebackType
+from typing import IO, TypeVar, cast
 
 from doit.exceptions import TaskFailed
 
@@ -26,6 +27,8 @@ from tasks.engine import Engine
 from tasks.errors import DurangoError
 from tasks.registry import RegistryCache
 from tasks.settings import Settings
+
+T = TypeVar("T")
 
 # doit commands that only read state: they never wait for the checkout lock.
 READ_ONLY_COMMANDS = {"list", "info", "help", "dumpdb", "tabcompletion"}
@@ -38,18 +41,18 @@ class Pipeline:
         self.settings = settings
         self.hashes = HashCache(settings.state_dir / "hashes.json")
         self._engine: Engine | None = None
-        self.memo: dict[str, Any] = {}
+        self.memo: dict[str, object] = {}
 
     @property
     def registry(self) -> RegistryCache | None:
         """The shared build cache, when `registry` is set."""
         if not self.settings.registry:
             return None
-        if "registry" not in self.memo:
-            required = self.settings.registry_required
-            self.memo["registry"] = RegistryCache(self.engine, self.settings.registry, required)
-        cache: RegistryCache = self.memo["registry"]
-        return cache
+        settings = self.settings
+        return self.once(
+            "registry",
+            lambda: RegistryCache(self.engine, settings.registry, settings.registry_required),
+        )
 
     @property
     def engine(self) -> Engine:
@@ -65,13 +68,15 @@ class Pipeline:
     def record_path(self, name: str) -> Path:
         return self.settings.state_dir / f"{name}.json"
 
-    def read_record(self, name: str) -> dict[str, Any] | None:
+    def read_record(self, name: str) -> dict[str, str] | None:
+        """A stage's record (strings by name), or None when it is missing or unreadable."""
         try:
-            return dict(json.loads(self.record_path(name).read_text()))
+            data = json.loads(self.record_path(name).read_text())
         except (OSError, ValueError):
             return None
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
 
-    def write_record(self, name: str, record: dict[str, Any]) -> None:
+    def write_record(self, name: str, record: dict[str, str]) -> None:
         atomic_write_text(self.record_path(name), json.dumps(record, indent=2, sort_keys=True))
 
     def drop_record(self, name: str) -> None:
@@ -82,11 +87,11 @@ class Pipeline:
         if self._engine is not None:
             self._engine.forget()
 
-    def once(self, name: str, compute: Callable[[], Any]) -> Any:
+    def once(self, name: str, compute: Callable[[], T]) -> T:
         """Compute a fact once per run (source commit, context digests)."""
         if name not in self.memo:
             self.memo[name] = compute()
-        return self.memo[name]
+        return cast(T, self.memo[name])
 
 
 class StageCheck:
@@ -115,7 +120,34 @@ class StageCheck:
     __repr__ = __str__
 
 
-def action(pipe: Pipeline, stage: Callable[..., Any]) -> Callable[..., Any]:
+# A doit task declaration (doit reads it as a plain dict).
+TaskDict = dict[str, object]
+
+
+def command_task(
+    pipe: Pipeline,
+    doc: str,
+    run: Callable[..., object],
+    why: Callable[[], str | None] | None = None,
+    task_dep: Sequence[str] = (),
+    params: Sequence[Mapping[str, object]] = (),
+) -> TaskDict:
+    """The doit task of everything that is not an image stage. With `why` it is up to date
+    while `why` finds no reason to run (and `doit info` shows the reason); without, it always
+    runs (up, down, backup, restore)."""
+    task: TaskDict = {
+        "doc": doc,
+        "actions": [action(pipe, run)],
+        "uptodate": [StageCheck(pipe, why)] if why else [False],
+        "task_dep": list(task_dep),
+        "verbosity": 2,
+    }
+    if params:
+        task["params"] = [dict(p) for p in params]
+    return task
+
+
+def action(pipe: Pipeline, stage: Callable[..., object]) -> Callable[..., object]:
     """Wrap a stage function as a doit python-action: typed errors become a clean failure.
 
     doit reads the stage's signature through the wrapper (functools.wraps), so a stage that
@@ -123,7 +155,7 @@ def action(pipe: Pipeline, stage: Callable[..., Any]) -> Callable[..., Any]:
     """
 
     @functools.wraps(stage)
-    def run(**params: Any) -> Any:
+    def run(**params: object) -> object:
         pipe.fresh()
         try:
             result = stage(**params)
@@ -137,11 +169,13 @@ def action(pipe: Pipeline, stage: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def _terminate_as_interrupt(signum: int, frame: Any) -> None:
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _interrupt_without_traceback(kind: type[BaseException], value: Any, tb: Any) -> None:
+def _interrupt_without_traceback(
+    kind: type[BaseException], value: BaseException, tb: TracebackType | None
+) -> None:
     if issubclass(kind, KeyboardInterrupt):
         print("durango: interrupted", file=sys.stderr)
     else:

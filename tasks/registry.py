@@ -8,13 +8,13 @@ registry is reported once per run.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
+from tasks.engine import ImageEngine
 from tasks.errors import RegistryError
 
 
 class RegistryCache:
-    def __init__(self, engine: Any, registry: str, required: bool) -> None:
+    def __init__(self, engine: ImageEngine, registry: str, required: bool) -> None:
         self.engine = engine
         self.registry = registry.rstrip("/")
         self.required = required
@@ -45,8 +45,8 @@ class RegistryCache:
             if not exc.missing:
                 self._trouble(exc)
             return None
-        labels = ((self.engine.image_attrs(image_id) or {}).get("Config") or {}).get("Labels") or {}
-        if labels.get(key_label) != key:
+        found = self.engine.image(image_id)
+        if found is None or found.labels.get(key_label) != key:
             print(f"{stage}: {self._remote(name)}:{key[:12]} has another key; building instead")
             return None
         self.engine.tag(image_id, name, key[:12])

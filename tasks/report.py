@@ -7,16 +7,16 @@ else; only an unexpected exception (a bug) keeps its traceback.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
-from doit.exceptions import TaskFailed
+from doit.exceptions import BaseFail, TaskFailed
 from doit.reporter import ConsoleReporter
+from doit.task import Task
 
 
 class DurangoReporter(ConsoleReporter):
     desc = "durango: doit's console output with one-line failures"
 
-    def add_failure(self, task: Any, fail: Any) -> None:
+    def add_failure(self, task: Task, fail: BaseFail) -> None:
         if not fail.report:
             return
         self.failures.append({"task": task, "exception": fail})

@@ -19,13 +19,13 @@ from __future__ import annotations
 import stat
 import tarfile
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from tasks import backup as backups
 from tasks import bundle
-from tasks.backup import APP, DB, NOT_ARCHIVED, PRE_RESTORE, BackupError, Database
+from tasks.backup import NOT_ARCHIVED, PRE_RESTORE, BackupError, Manifest
+from tasks.database import APP, DB, Database, database
 from tasks.errors import DurangoError
-from tasks.pipeline import Pipeline, action
+from tasks.pipeline import Pipeline, TaskDict, command_task
 
 RESTORE_DUMP = "/tmp/durango-restore.dump"
 RESTORE_SQL = "/tmp/durango-restore.sql"
@@ -52,7 +52,7 @@ def owned_volumes(pipe: Pipeline) -> set[str]:
     return names - NOT_ARCHIVED
 
 
-def check_volumes(manifest: dict[str, Any], owned: set[str]) -> None:
+def check_volumes(manifest: Manifest, owned: set[str]) -> None:
     foreign = sorted(set(manifest["volumes"]) - owned)
     if foreign:
         raise BackupError(
@@ -102,7 +102,7 @@ def restore(
     bundled = bool(manifest["database"]["bundled"])
     if bundled and containers.service(project, DB) is None:
         bundle.compose(pipe, "up", "--detach", "--wait", DB)
-    with backups.database(pipe, bundled, image) as db:
+    with database(pipe, bundled, image) as db:
         tables = db.table_count()
         if tables and not drop_database:
             raise BackupError(
@@ -132,11 +132,11 @@ def restore(
     print(f"restore: {project} running on {folder.name}")
 
 
-def _apply(pipe: Pipeline, folder: Path, manifest: dict[str, Any], image: str, drop: bool) -> None:
+def _apply(pipe: Pipeline, folder: Path, manifest: Manifest, image: str, drop: bool) -> None:
     """The destructive part: database first (one transaction), then each volume."""
     containers, project = pipe.containers, pipe.settings.compose_project
     print("restore: database (one transaction)", flush=True)
-    with backups.database(pipe, manifest["database"]["bundled"], image) as db:
+    with database(pipe, bool(manifest["database"]["bundled"]), image) as db:
         _restore_database(db, folder / "database.dump", drop)
     for short, entry in sorted(manifest["volumes"].items()):
         volume = containers.ensure_volume(project, short)
@@ -166,14 +166,9 @@ PARAMS = [
 ]  # fmt: skip
 
 
-def task(pipe: Pipeline) -> dict[str, Any]:
+def task(pipe: Pipeline) -> TaskDict:
     def run(source: str, confirm: bool, drop_database: bool) -> None:
         restore(pipe, source, confirm, drop_database)
 
-    return {
-        "doc": "verify and restore a backup (--from NAME, --confirm, --drop-database)",
-        "actions": [action(pipe, run)],
-        "params": PARAMS,
-        "uptodate": [False],
-        "verbosity": 2,
-    }
+    doc = "verify and restore a backup (--from NAME, --confirm, --drop-database)"
+    return command_task(pipe, doc, run, params=PARAMS)

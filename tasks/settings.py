@@ -14,10 +14,10 @@ import dataclasses
 import difflib
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from tasks.errors import ConfigError
@@ -33,34 +33,44 @@ class Settings:
     """Everything a stage may read about its configuration."""
 
     root: Path
+    # the app: where it is, which commit
     source: Path = Path("../durango-pg")
     ref: str = "HEAD"
+    # the builder profile and the images it makes
     builder: str = "static"
     base_image: str = "orangescrum-cloud-base"
     embed_image: str = "orangescrum-cloud-app"
     runtime_image: str = "orangescrum-ee"
     base_dockerfile: str = "base-build.Dockerfile"
     embed_dockerfile: str = "app-embed.Dockerfile"
+    # what goes into the binary
     base_args: Mapping[str, str] = field(default_factory=dict)
     embed_args: Mapping[str, str] = field(default_factory=dict)
     php_extensions: str = ""
     binary_path: str = "/go/src/app/dist/frankenphp-linux-{arch}"
     runtime_base: str = "alpine:3.20"
+    # how the app is served, and what `doit verify` asks of it
     docroot: str = "webroot"
     health_path: str = "/home/healthcheck"
     health_status: str = "200-399,503"
     verify_env: Mapping[str, str] = field(default_factory=dict)
+    # the app's Composer dependencies (the embed stage's dependency step)
     composer_repository: str = ""
     composer_packagist: bool = True
     composer_auth: Path | None = None
     composer_scripts: bool = False
     embed_network: str = ""
     embed_no_cache: bool = False
+    # the deployment bundle
     env_file: Path = Path("orangescrum-ee/.env")
     compose_profiles: str = ""
     compose_project: str = "orangescrum-ee"
+    # sharing images between machines
     registry: str = ""
     registry_required: bool = False
+    # housekeeping: `doit prune` keeps this many older images per stage
+    keep_images: int = 3
+    # backups
     backup_dir: Path = Path("backups")
     backup_keep: int = 7
     backup_client_image: str = ""
@@ -132,7 +142,7 @@ def _unknown(names: list[str], origin: str) -> ConfigError:
     return ConfigError("\n".join(lines))
 
 
-def _coerce(key: str, value: Any, origin: str) -> Any:
+def _coerce(key: str, value: object, origin: str) -> object:
     """The value in the field's type, or ConfigError naming where it came from."""
     kind = str(_FIELDS[key].type)
     if kind.startswith("Mapping"):
@@ -163,7 +173,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
     return value
 
 
-def read_pyproject(root: Path) -> dict[str, Any]:
+def read_pyproject(root: Path) -> dict[str, object]:
     path = root / "pyproject.toml"
     if not path.exists():
         return {}
@@ -179,13 +189,13 @@ def read_pyproject(root: Path) -> dict[str, Any]:
     return dict(table)
 
 
-def _check(values: dict[str, Any]) -> None:
+def _check(values: dict[str, object]) -> None:
     """Values that are well typed but cannot work: one clear line each, before any stage runs."""
     problems = []
-    health = values.get("health_path", Settings.health_path)
+    health = str(values.get("health_path", Settings.health_path))
     if not health.startswith("/"):
         problems.append(f"health_path must start with / (got {health!r}; try '/{health}')")
-    docroot = values.get("docroot", Settings.docroot)
+    docroot = str(values.get("docroot", Settings.docroot))
     parts = Path(docroot).parts
     if (
         not docroot
@@ -197,10 +207,10 @@ def _check(values: dict[str, Any]) -> None:
             f"docroot must be a folder inside the app, such as webroot or . (got {docroot!r})"
         )
     try:
-        parse_statuses(values.get("health_status", Settings.health_status))
+        parse_statuses(str(values.get("health_status", Settings.health_status)))
     except ValueError as exc:
         problems.append(str(exc))
-    repository = values.get("composer_repository", "")
+    repository = str(values.get("composer_repository", ""))
     if "://" in repository and urlsplit(repository).username:
         problems.append(
             "composer_repository must not carry credentials (they would be stored in the image's "
@@ -240,7 +250,7 @@ def load_settings(
     unknown_env = sorted(n for n in env_names if n[len("DURANGO_") :].lower() not in KEYS)
     if unknown_env:
         raise _unknown([n[len("DURANGO_") :].lower() for n in unknown_env], "environment DURANGO_*")
-    values: dict[str, Any] = {}
+    values: dict[str, object] = {}
     for key, value in read_pyproject(root).items():
         values[key] = _coerce(key, value, "pyproject.toml [tool.durango]")
     for key in KEYS:
@@ -263,10 +273,11 @@ def load_settings(
             continue
         path = Path(os.path.expanduser(str(raw)))
         values[key] = path if path.is_absolute() else root / path
-    return Settings(root=root, **values)
+    # each value was coerced to its field's type above
+    return Settings(root=root, **cast(dict[str, Any], values))
 
 
-def cli_vars_from_argv(argv: list[str], get_var: Any) -> dict[str, str]:
+def cli_vars_from_argv(argv: list[str], get_var: Callable[[str], str | None]) -> dict[str, str]:
     """The `key=value` words doit took from the command line, read back through doit.get_var."""
     names = [word.split("=", 1)[0] for word in argv if "=" in word and not word.startswith("-")]
     found = {}

@@ -19,13 +19,11 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from tasks import archive, base, embed
 from tasks.content import atomic_write_text
 from tasks.errors import DurangoError
-from tasks.images import KEY_LABEL
-from tasks.pipeline import Pipeline, StageCheck, action
+from tasks.pipeline import Pipeline, TaskDict, command_task
 from tasks.settings import parse_statuses
 
 # Run as a script file: with an embedded app, `php-cli -r CODE` is taken for a path in the app.
@@ -95,12 +93,9 @@ def run_binary(binary: Path, *args: str, timeout: float = 60) -> str:
 
 def expected_extensions(pipe: Pipeline) -> list[str]:
     """The PHP_EXTENSIONS list the base image was built with (the Dockerfile is the source)."""
-    attrs = pipe.engine.image_attrs(embed.image_id(pipe)) or {}
-    for entry in (attrs.get("Config") or {}).get("Env") or []:
-        name, _, value = entry.partition("=")
-        if name == "PHP_EXTENSIONS":
-            return sorted(e.strip().lower() for e in value.split(",") if e.strip())
-    return []
+    found = pipe.engine.image(embed.image_id(pipe))
+    value = found.env.get("PHP_EXTENSIONS", "") if found else ""
+    return sorted(e.strip().lower() for e in value.split(",") if e.strip())
 
 
 def check_extensions(loaded: list[str], expected: list[str]) -> None:
@@ -139,7 +134,7 @@ def production_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("PHPRC", "PHP_INI_SCAN_DIR")}
 
 
-def check_http(pipe: Pipeline, binary: Path) -> dict[str, Any]:
+def check_http(pipe: Pipeline, binary: Path) -> dict[str, object]:
     """Start the embedded Caddyfile server (what production runs) on a free loopback port and
     ask the health path; its status must be one `health_status` accepts.
 
@@ -239,10 +234,7 @@ def run(pipe: Pipeline) -> None:
         "keys": {
             "archive": archive.content_key(pipe),
             "base": base_inputs.key,
-            "embed": (pipe.engine.image_attrs(embed.image_id(pipe)) or {})
-            .get("Config", {})
-            .get("Labels", {})
-            .get(KEY_LABEL),
+            "embed": embed.inputs(pipe).key,
         },
         "base_image_id": base.image_id(pipe),
         "embed_image_id": embed.image_id(pipe),
@@ -264,11 +256,8 @@ def run(pipe: Pipeline) -> None:
     )
 
 
-def task(pipe: Pipeline) -> dict[str, Any]:
-    return {
-        "doc": "run the binary's checks (version, modules, PHP, HTTP) and write its manifest",
-        "actions": [action(pipe, lambda: run(pipe))],
-        "uptodate": [StageCheck(pipe, lambda: why(pipe))],
-        "task_dep": ["extract"],
-        "verbosity": 2,
-    }
+DOC = "run the binary's checks (version, modules, PHP, HTTP) and write its manifest"
+
+
+def task(pipe: Pipeline) -> TaskDict:
+    return command_task(pipe, DOC, lambda: run(pipe), lambda: why(pipe), ["extract"])

@@ -31,9 +31,9 @@ from helpers import (
     cakephp_fixture,
     demo_app_repo,
     free_port,
-    git,
     make_local_project,
     make_workspace,
+    new_app_repo,
     remove_images,
 )
 
@@ -60,14 +60,12 @@ def busybox_image(engine: docker.DockerClient) -> str:
 
 @pytest.fixture
 def app_repo(tmp_path: Path) -> AppRepo:
-    repo = AppRepo(tmp_path / "app")
-    repo.path.mkdir()
-    git(repo.path, "init", "-q", "-b", "main")
-    repo.write("webroot/index.php", "<?php echo 'hello v1';\n")
-    repo.write("src/Lib.php", "<?php // library\n")
-    repo.write("config/app.php", "<?php return ['debug' => false];\n")
-    repo.commit("initial")
-    return repo
+    files = {
+        "webroot/index.php": "<?php echo 'hello v1';\n",
+        "src/Lib.php": "<?php // library\n",
+        "config/app.php": "<?php return ['debug' => false];\n",
+    }
+    return new_app_repo(tmp_path / "app", files)
 
 
 @pytest.fixture
@@ -155,7 +153,13 @@ def bundle(local_build: LocalBuild, tmp_path: Path) -> Iterator[Bundle]:
     try:
         made.doit("up")
         yield made
-    finally:
+    finally:  # helpers a killed restore left behind hold volumes: remove them first
+        helpers = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"label=io.durango.helper={project}"],
+            capture_output=True, text=True,
+        ).stdout.split()  # fmt: skip
+        if helpers:
+            subprocess.run(["docker", "rm", "-f", *helpers], capture_output=True)
         subprocess.run(
             [*compose, "down", "--volumes"], env={**os.environ, **env}, capture_output=True
         )

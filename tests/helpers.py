@@ -75,6 +75,17 @@ class AppRepo:
         return git(self.path, "rev-parse", "HEAD")
 
 
+def new_app_repo(path: Path, files: dict[str, str]) -> AppRepo:
+    """A git repository with `files` in its first commit."""
+    repo = AppRepo(path)
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    for rel, text in files.items():
+        repo.write(rel, text)
+    repo.commit("initial")
+    return repo
+
+
 @dataclass
 class Run:
     """One doit invocation: exit code, output, and which stages ran or were up to date."""
@@ -135,18 +146,23 @@ class Workspace:
         path.write_text(path.read_text() + append)
 
 
+def new_project(root: Path, pyproject: str, copied: dict[Path, str]) -> Path:
+    """A checkout of this project: dodo.py, tasks/ (linked), the given folders, pyproject."""
+    root.mkdir(parents=True)
+    for source, name in copied.items():
+        shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("orangescrum-ee"))
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    (root / "tasks").symlink_to(REPO / "tasks")
+    (root / "pyproject.toml").write_text(f"[tool.durango]\n{pyproject}")
+    return root
+
+
 def make_workspace(
     tmp_path: Path, app: AppRepo, engine: docker.DockerClient, extra_config: str = ""
 ) -> Workspace:
-    root = tmp_path / "project"
-    root.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(FIXTURE_PROJECT, root)
-    shutil.copy(REPO / "dodo.py", root / "dodo.py")
-    (root / "tasks").symlink_to(REPO / "tasks")
+    """A project whose Dockerfiles are fast fixtures on busybox, images named for this test."""
     prefix = f"durango-test-{uuid.uuid4().hex[:8]}"
-    (root / "pyproject.toml").write_text(
-        f"""[tool.durango]
-source = "{app.path}"
+    pyproject = f"""source = "{app.path}"
 base_image = "{prefix}-base"
 embed_image = "{prefix}-embed"
 runtime_image = "{prefix}-runtime"
@@ -154,8 +170,11 @@ runtime_base = "{BUSYBOX}"
 base_args = {{ BUSYBOX_IMAGE = "{BUSYBOX}" }}
 {extra_config}
 """
-    )
-    return Workspace(root, prefix, app, engine)
+    fixture = {
+        FIXTURE_PROJECT / "builder": "builder",
+        FIXTURE_PROJECT / "orangescrum-ee": "orangescrum-ee",
+    }
+    return Workspace(new_project(tmp_path / "project", pyproject, fixture), prefix, app, engine)
 
 
 def remove_images(engine: docker.DockerClient, prefix: str) -> None:
@@ -174,16 +193,7 @@ def make_local_project(
 ) -> Path:
     """A checkout of this project (real builder/ and orangescrum-ee/) building `app` with the
     local profile. Every such project shares one base image (same name, same key)."""
-    root.mkdir(parents=True)
-    for folder in ("builder", "orangescrum-ee"):
-        shutil.copytree(
-            REPO / folder, root / folder, ignore=shutil.ignore_patterns("orangescrum-ee")
-        )
-    shutil.copy(REPO / "dodo.py", root / "dodo.py")
-    (root / "tasks").symlink_to(REPO / "tasks")
-    (root / "pyproject.toml").write_text(
-        f"""[tool.durango]
-builder = "local"
+    pyproject = f"""builder = "local"
 source = "{app}"
 php_extensions = "{PHP_EXTENSIONS}"
 base_image = "{LOCAL_IMAGES}-base"
@@ -191,8 +201,8 @@ embed_image = "{image_prefix}-embed"
 runtime_image = "{image_prefix}-runtime"
 {extra_config}
 """
-    )
-    return root
+    real = {REPO / "builder": "builder", REPO / "orangescrum-ee": "orangescrum-ee"}
+    return new_project(root, pyproject, real)
 
 
 def demo_app_repo(path: Path) -> AppRepo:

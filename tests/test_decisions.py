@@ -13,6 +13,7 @@ from tasks import dockerfile
 from tasks.buildx import summarize_build_failure
 from tasks.content import ContextFile
 from tasks.embed import dependency_report, repository_definition
+from tasks.engine import ImageInfo
 from tasks.errors import ConfigError
 from tasks.images import INPUTS_LABEL, KEY_LABEL, ImageInputs, image_status, reason_to_build
 from tasks.pipeline import doit_command
@@ -80,12 +81,12 @@ def test_doit_command_skips_option_values(argv: list[str], command: str) -> None
 
 
 class FakeEngine:
-    """Inspect data by image reference: what `Engine.image_attrs` answers."""
+    """Images by reference: what `Engine.image` answers."""
 
-    def __init__(self, images: dict[str, dict]) -> None:
+    def __init__(self, images: dict[str, ImageInfo]) -> None:
         self.images = images
 
-    def image_attrs(self, ref: str) -> dict | None:
+    def image(self, ref: str) -> ImageInfo | None:
         return self.images.get(ref)
 
 
@@ -103,9 +104,9 @@ def inputs(tmp_path: Path, content: str = "v1", arg: str = "1") -> ImageInputs:
     )
 
 
-def built_as(made: ImageInputs, tags: list[str]) -> dict:
+def built_as(made: ImageInputs, tags: list[str]) -> ImageInfo:
     labels = {KEY_LABEL: made.key, INPUTS_LABEL: json.dumps(made.described())}
-    return {"Id": "sha256:" + "a" * 64, "RepoTags": tags, "Config": {"Labels": labels}}
+    return ImageInfo("sha256:" + "a" * 64, tuple(tags), labels)
 
 
 def test_key_depends_on_content_args_and_upstream_only(tmp_path: Path) -> None:
@@ -145,8 +146,8 @@ def test_nothing_built_yet_says_so(tmp_path: Path) -> None:
 
 def test_an_image_without_labels_is_not_taken_for_built(tmp_path: Path) -> None:
     made = inputs(tmp_path)
-    engine = FakeEngine({made.tag: {"Id": "sha256:x", "RepoTags": [made.tag], "Config": None}})
-    assert image_status(engine, made).plan == "build"
+    bare = ImageInfo.from_inspect({"Id": "sha256:x", "RepoTags": [made.tag], "Config": None})
+    assert image_status(FakeEngine({made.tag: bare}), made).plan == "build"
 
 
 # --- what a user is told ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from helpers import AppRepo, Workspace, free_port, git, http, make_local_project, remove_images
+from helpers import Workspace, free_port, http, make_local_project, new_app_repo, remove_images
 
 PREFIX = "durango-ci-public"
 
@@ -29,13 +29,12 @@ def public_app(
     tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient
 ) -> Iterator[PublicApp]:
     tmp = tmp_path_factory.mktemp("public")
-    app = AppRepo(tmp / "app")
-    app.path.mkdir()
-    git(app.path, "init", "-q", "-b", "main")
-    app.write("public/index.php", "<?php echo 'public root ', basename(__DIR__);\n")
-    app.write("public/up.php", "<?php http_response_code(204);\n")
-    app.write("src/secret.php", "<?php echo 'never served';\n")
-    app.commit("public app")
+    files = {
+        "public/index.php": "<?php echo 'public root ', basename(__DIR__);\n",
+        "public/up.php": "<?php http_response_code(204);\n",
+        "src/secret.php": "<?php echo 'never served';\n",
+    }
+    app = new_app_repo(tmp / "app", files)
     config = 'docroot = "public"\nhealth_path = "/up.php"\nhealth_status = "204"\n'
     root = make_local_project(tmp / "project", app.path, PREFIX, config)
     ws = Workspace(root, PREFIX, app, engine)
