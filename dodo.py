@@ -20,6 +20,7 @@ from tasks import (
     publish,
     restore,
     runtime,
+    tenants,
     verify,
 )
 from tasks.errors import ConfigError
@@ -94,3 +95,15 @@ def task_backups():
 
 def task_prune():
     return prune.task(PIPELINE)
+
+
+def task_tenant_add():
+    return tenants.task(PIPELINE, "tenant-add")
+
+
+def task_tenants():
+    return tenants.task(PIPELINE, "tenants")
+
+
+def task_tenant_remove():
+    return tenants.task(PIPELINE, "tenant-remove")

@@ -98,6 +98,28 @@ def measure(label: str, fixture: Path, tmp: Path, files: int, megabytes: int) ->
                 .stdout.count("\n"))  # fmt: skip
     repository = tmp / "composer-repo"
     copy_tree_writable(fixture / "composer-repo", repository)
+    root, prefix = project(tmp, app, repository, 'embed_network = "none"\n')
+    rows = []
+    try:
+        first, wall = run_doit(root)
+        rows.append(row(label, count, "first build", first, wall))
+        (app / "src" / "Controller" / "PagesController.php").open("a").write("\n// change\n")
+        git(app, "commit", "-qam", "app-only change")
+        app_only, wall = run_doit(root)
+        rows.append(row(label, count, "app-only change", app_only, wall))
+        add_package(app, repository)
+        git(app, "add", "-A")
+        git(app, "commit", "-qm", "lock change")
+        lock, wall = run_doit(root)
+        rows.append(row(label, count, "lock change", lock, wall))
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", f"{prefix}-embed:latest"],
+                       capture_output=True)  # fmt: skip
+    return rows
+
+
+def project(tmp: Path, app: Path, repository: Path, extra: str = "") -> tuple[Path, str]:
+    """A checkout of this project building `app` with the local profile; (root, image prefix)."""
     prefix = f"durango-bench-{uuid.uuid4().hex[:8]}"
     root = tmp / "project"
     root.mkdir()
@@ -116,25 +138,8 @@ embed_image = "{prefix}-embed"
 runtime_image = "{prefix}-runtime"
 composer_repository = "{repository}"
 composer_packagist = false
-embed_network = "none"
-""")
-    rows = []
-    try:
-        first, wall = run_doit(root)
-        rows.append(row(label, count, "first build", first, wall))
-        (app / "src" / "Controller" / "PagesController.php").open("a").write("\n// change\n")
-        git(app, "commit", "-qam", "app-only change")
-        app_only, wall = run_doit(root)
-        rows.append(row(label, count, "app-only change", app_only, wall))
-        add_package(app, repository)
-        git(app, "add", "-A")
-        git(app, "commit", "-qm", "lock change")
-        lock, wall = run_doit(root)
-        rows.append(row(label, count, "lock change", lock, wall))
-    finally:
-        subprocess.run(["docker", "image", "rm", "-f", f"{prefix}-embed:latest"],
-                       capture_output=True)  # fmt: skip
-    return rows
+{extra}""")
+    return root, prefix
 
 
 def add_package(app: Path, repository: Path) -> None:

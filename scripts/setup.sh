@@ -77,8 +77,8 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 scripts/make-local-images.sh busybox debian postgres
 scripts/host-ca-certs.sh
 
-packages="$(cat orangescrum-ee/debian-runtime-packages.txt) docker-registry"
-log "debian packages: runtime libraries, docker-registry"
+packages="$(cat orangescrum-ee/debian-runtime-packages.txt) docker-registry wrk"
+log "debian packages: runtime libraries, docker-registry, wrk (served-speed benchmark)"
 # shellcheck disable=SC2086 # one word per package
 apt_install $packages
 

@@ -131,6 +131,29 @@ class Containers:
             made = self.client.volumes.create(f"{project}_{short}", labels=labels)
         return Volume(made.name, short)
 
+    def run_once(self, image: str, cmd: Sequence[str], env: Mapping[str, str]) -> str:
+        """Run a command in a throw-away container (host.docker.internal reachable); its output,
+        or EngineError with it when it fails."""
+        with translated(f"running `{cmd[0]}` in {image}"):
+            container = self.client.containers.create(
+                image,
+                list(cmd),
+                entrypoint=[],
+                environment=dict(env),
+                extra_hosts={"host.docker.internal": "host-gateway"},
+            )
+        try:
+            with translated(f"running `{cmd[0]}` in {image}"):
+                container.start()
+                code = container.wait(timeout=300)["StatusCode"]
+                output = container.logs().decode(errors="replace")
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+        if code != 0:
+            raise EngineError(f"`{cmd[0]}` in {image} exited {code}: {output.strip()[-500:]}")
+        return output
+
     # --- housekeeping: which images exist, which are in use, how much disk they take ----------
 
     def images_named(self, repository: str) -> list[ImageInfo]:

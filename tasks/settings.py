@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -61,7 +62,8 @@ class Settings:
     composer_scripts: bool = False
     embed_network: str = ""
     embed_no_cache: bool = False
-    # the deployment bundle
+    # the deployment bundle; a tenant picks its own env file, compose project and backups
+    tenant: str = ""
     env_file: Path = Path("orangescrum-ee/.env")
     compose_profiles: str = ""
     compose_project: str = "orangescrum-ee"
@@ -210,6 +212,11 @@ def _check(values: dict[str, object]) -> None:
         parse_statuses(str(values.get("health_status", Settings.health_status)))
     except ValueError as exc:
         problems.append(str(exc))
+    tenant = str(values.get("tenant", ""))
+    if tenant and not re.fullmatch(r"[a-z][a-z0-9]{0,29}", tenant):
+        problems.append(
+            f"tenant {tenant!r} must be a lower-case letter then up to 29 letters or digits"
+        )
     repository = str(values.get("composer_repository", ""))
     if "://" in repository and urlsplit(repository).username:
         problems.append(
@@ -241,7 +248,9 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
     """Merge the four sources into one frozen, typed Settings."""
-    cli_vars = cli_vars or {}
+    cli_vars = dict(cli_vars or {})
+    if "name" in cli_vars:  # `doit tenant-add name=acme` reads better than tenant=acme
+        cli_vars.setdefault("tenant", cli_vars.pop("name"))
     environ = os.environ if environ is None else environ
     unknown = sorted(set(cli_vars) - set(KEYS))
     if unknown:
@@ -264,6 +273,11 @@ def load_settings(
         raise ConfigError(f"builder {builder!r} is not a profile; known: {', '.join(PROFILES)}")
     for key, value in PROFILES[builder].items():
         values.setdefault(key, value)
+    tenant = str(values.get("tenant", ""))
+    if tenant:
+        values.setdefault("env_file", f"orangescrum-ee/tenants/{tenant}.env")
+        values.setdefault("compose_project", f"orangescrum-{tenant}")
+        values.setdefault("backup_dir", f"backups/{tenant}")
     _check(values)
     for key in _PATHS:
         default = _FIELDS[key].default

@@ -310,6 +310,14 @@ def sql(db: Container, query: str) -> str:
     return out.decode().strip()
 
 
+def wait_ready_db(db: Container, user: str = DB["user"], timeout: float = 60) -> None:
+    """Until the database container accepts queries."""
+    deadline = time.monotonic() + timeout
+    while db.exec_run(["psql", "-U", user, "-d", "postgres", "-XAtc", "SELECT 1"])[0] != 0:
+        assert time.monotonic() < deadline, "database did not start"
+        time.sleep(0.5)
+
+
 def wait_healthy(container: Container, port: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -21,6 +21,7 @@ from helpers import (
     sql,
     wait_exit,
     wait_healthy,
+    wait_ready_db,
 )
 
 FAULTS = f"{LOCAL_IMAGES}-faults"
@@ -54,7 +55,7 @@ def faults(stack: Stack, faults_image: str) -> Stack:
 
 def test_a_failed_final_seeding_step_is_finished_by_the_next_start(faults: Stack) -> None:
     db = faults.database()
-    wait_ready(db)
+    wait_ready_db(db)
     sql(db, "CREATE TABLE durango_test_fail_seed ()")
     app, _ = faults.app()
     code, logs = wait_exit(app)
@@ -110,7 +111,7 @@ def test_data_without_a_marker_is_reported_and_left_alone(faults: Stack) -> None
 
 def test_a_lost_lock_session_stops_the_container_loudly(faults: Stack) -> None:
     db = faults.database()
-    wait_ready(db)
+    wait_ready_db(db)
     sql(db, "CREATE TABLE durango_test_slow ()")
     app, _ = faults.app()
     holder = wait_for_lock_holder(db)
@@ -128,7 +129,7 @@ def test_a_lost_lock_session_stops_the_container_loudly(faults: Stack) -> None:
 
 def test_docker_stop_while_waiting_for_the_lock_is_prompt(faults: Stack) -> None:
     db = faults.database()
-    wait_ready(db)
+    wait_ready_db(db)
     holding = threading.Thread(
         target=sql, args=(db, "SELECT pg_advisory_lock(727274), pg_sleep(60)"), daemon=True
     )
@@ -167,23 +168,12 @@ def test_bad_values_are_one_clear_line_and_nothing_runs(
     faults: Stack, env: dict[str, str], line: str
 ) -> None:
     db = faults.database()
-    wait_ready(db)
+    wait_ready_db(db)
     sql(db, "CREATE TABLE x (id int)")
     app, _ = faults.app(env)
     code, logs = wait_exit(app)
     assert code != 0 and line in logs
     assert sql(db, "SELECT to_regclass('x') IS NOT NULL, to_regclass('phinxlog') IS NULL") == "t|t"
-
-
-def wait_ready(db: Container, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            sql(db, "SELECT 1")
-            return
-        except AssertionError:
-            assert time.monotonic() < deadline, "database did not start"
-            time.sleep(0.5)
 
 
 def wait_for_lock_holder(db: Container, timeout: float = 60) -> str:

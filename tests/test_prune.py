@@ -1,0 +1,41 @@
+"""`doit prune` after many commits: keeps the current images, the newest `keep_images` others
+and anything a container uses; removes the rest, frees disk, and leaves the pipeline a no-op."""
+
+from __future__ import annotations
+
+import docker
+from helpers import STAGES, Workspace
+
+
+def test_prune_after_five_commits_keeps_what_it_promises(
+    workspace: Workspace, engine: docker.DockerClient
+) -> None:
+    runtime_ids = []
+    for n in range(5):
+        workspace.app.write("webroot/index.php", f"<?php echo 'version {n}';\n")
+        workspace.app.commit(f"version {n}")
+        assert workspace.doit().executed[-1] == "runtime"
+        runtime_ids.append(str(engine.images.get(workspace.image("runtime") + ":latest").id))
+    oldest = engine.containers.run(
+        runtime_ids[0],
+        ["sleep", "300"],
+        entrypoint=["/bin/sh", "-c", 'exec "$@"', "sh"],
+        detach=True,
+    )
+    try:
+        dry = workspace.doit("prune", "--dry-run", "keep_images=2")
+        assert "would remove" in dry.out
+        assert len(engine.images.list(name=workspace.image("embed"))) == 5
+
+        before = engine.df()["LayersSize"]
+        run = workspace.doit("prune", "keep_images=2")
+        embed = {i.id for i in engine.images.list(name=workspace.image("embed"))}
+        runtime = {i.id for i in engine.images.list(name=workspace.image("runtime"))}
+        assert len(embed) == 3  # the current one and the two newest others
+        assert runtime == {*runtime_ids[-3:], runtime_ids[0]}  # the oldest is in use: kept
+        assert len(engine.images.list(name=workspace.image("base"))) == 1
+        assert engine.df()["LayersSize"] < before
+        assert "3 image(s) removed" in run.out and "MB reclaimed" in run.out
+        assert workspace.doit().uptodate == STAGES  # still a no-op
+    finally:
+        oldest.remove(force=True)
