@@ -1,19 +1,80 @@
 #!/bin/sh
-# Link the static FrankenPHP again against the PHP that build-static.sh compiled in the base
-# stage (dist/static-php-cli/buildroot): the final step of build-static.sh without rebuilding PHP.
-#   usage: relink-static OUTPUT
+# Link FrankenPHP against the PHP that static-php-cli (spc) compiled in the base stage: the
+# final step of upstream's static build, spc's UnixBuilderBase::buildFrankenphp
+# (src/SPC/builder/unix/UnixBuilderBase.php:407-472 at spc 3ce68b64, called by FrankenPHP
+# v1.12.7's build-static.sh), without compiling PHP again. docs/STATIC_BUILD.md maps every flag.
+#   usage: relink-static OUTPUT          link (and strip, as spc does) into OUTPUT
+#          relink-static --warm          compile every package the command imports, once
+#          relink-static --print OUTPUT  print the environment and the command, run nothing
+# Differences from upstream, on purpose: the Caddy/plugin modules are the ones pinned by our
+# go.mod/go.sum (spc's xcaddy takes their latest versions, xcaddy environment.go:194-250);
+# -trimpath and the appdir checksum -X, for byte-identical binaries and our extraction folder.
 set -eu
-out=$1
-root=/go/src/app/dist/static-php-cli/buildroot
-php_config="$root/bin/php-config"
-php_version=$("$php_config" --version)
-CGO_CFLAGS="-DFRANKENPHP_VERSION=${FRANKENPHP_VERSION} -I$root/include $("$php_config" --includes | sed "s#-I/#-I$root/#g")"
-CGO_LDFLAGS="-L$root/lib $("$php_config" --ldflags) $("$php_config" --libs)"
-export CGO_CFLAGS CGO_LDFLAGS CGO_ENABLED=1
-cd /go/src/app/caddy/frankenphp
-go build -buildmode=pie -trimpath -o "$out" \
-    -tags "cgo,netgo,osusergo,static_build,nobadger,nomysql,nopgx" \
-    -ldflags "-linkmode=external -extldflags '-static-pie -Wl,-z,stack-size=0x80000' -w -s \
-    -X 'github.com/caddyserver/caddy/v2.CustomVersion=FrankenPHP v${FRANKENPHP_VERSION} PHP ${php_version} Caddy' \
-    -X 'github.com/caddyserver/caddy/v2.CustomBinaryName=frankenphp'" .
-echo "relink: $out ($(wc -c < "$out") bytes)"
+mode="link"
+case "${1:-}" in
+    --warm) mode=warm ;;
+    --print) mode=print; shift ;;
+esac
+out=${1:-}
+spc_dir=${SPC_DIR:-/go/src/app/dist/static-php-cli}
+buildroot=$spc_dir/buildroot
+# build-static.sh always adds brotli to the libraries (build-static.sh:174-177).
+libs="${PHP_EXTENSION_LIBS:+$PHP_EXTENSION_LIBS,}brotli"
+spc_config() { (cd "$spc_dir" && ./spc spc-config "$PHP_EXTENSIONS" --with-libs="$libs" "$@"); }
+
+# Tags (UBB:411-412, 437-440, 463): static_build for musl only; nowatcher without the watcher
+# library; nobrotli never (brotli is always there).
+tags=nobadger,nomysql,nopgx
+dynamic_list="-Wl,--dynamic-list=$buildroot/lib/libphp.a.dynsym"
+if [ "${SPC_LIBC:-musl}" = musl ]; then
+    # Fully static: -static-pie, a larger default thread stack (UBB:437-438, 440).
+    tags="static_build,$tags"
+    static=-static-pie
+    extld="-static-pie -Wl,-z,stack-size=0x80000 $dynamic_list "
+else
+    # glibc: PHP and its libraries static, glibc itself dynamic (UBB:434).
+    static=""
+    extld="-pie $dynamic_list "
+fi
+case ",$libs," in *,watcher,*) ;; *) tags="$tags,nowatcher" ;; esac
+tags="$tags${FRANKENPHP_EXTRA_TAGS:+,$FRANKENPHP_EXTRA_TAGS}"
+
+# CGO_CFLAGS: spc's -fPIC -O2 twice (LinuxBuilder.php:35, 51-52), the includes spc-config
+# prints, build-static.sh's extra flags (build-static.sh:205) and the version (UBB:444, 455).
+# CGO_LDFLAGS: spc's own link list, -lphp and every static dependency in order, runtime libs,
+# -lstdc++, -lc (SPCConfigUtil.php:80-126, 259-323), after -static-pie for musl (UBB:456).
+CGO_ENABLED=1
+CGO_CFLAGS="-fPIC -O2 -fPIC -O2 $(spc_config --includes) -fPIE -fstack-protector-strong -O2 -w -s -DFRANKENPHP_VERSION=${FRANKENPHP_VERSION}"
+CGO_LDFLAGS="${static:+$static }$(spc_config --libs)"
+export CGO_ENABLED CGO_CFLAGS CGO_LDFLAGS
+
+php_version=$("$buildroot/bin/php-config" --version)
+checksum=$(cat "$FRANKENPHP_SRC/app_checksum.txt" 2>/dev/null || true)
+pgo=/go/src/app/caddy/frankenphp/default.pgo
+ldflags="-linkmode=external -extldflags '$extld'"
+ldflags="$ldflags -X 'github.com/caddyserver/caddy/v2/modules/caddyhttp.ServerHeader=FrankenPHP Caddy'"
+ldflags="$ldflags -X 'github.com/caddyserver/caddy/v2.CustomBinaryName=frankenphp'"
+ldflags="$ldflags -X 'github.com/caddyserver/caddy/v2.CustomVersion=FrankenPHP v${FRANKENPHP_VERSION} PHP ${php_version} Caddy'"
+ldflags="$ldflags -X 'durango.invalid/frankenphp/appdir.checksum=${checksum}'"
+
+cd "$FRANKENPHP_BUILD"
+case "$mode" in
+    print)
+        printf 'CGO_ENABLED=%s\nCGO_CFLAGS=%s\nCGO_LDFLAGS=%s\n' "$CGO_ENABLED" "$CGO_CFLAGS" "$CGO_LDFLAGS"
+        printf 'go build -buildmode=pie -trimpath -ldflags "%s" -tags=%s -o %s -pgo=%s .\n' \
+            "$ldflags" "$tags" "$out" "$pgo"
+        ;;
+    warm)
+        go build -buildmode=pie -trimpath -tags="$tags" -pgo="$pgo" \
+            github.com/caddyserver/caddy/v2/cmd github.com/caddyserver/caddy/v2/modules/standard \
+            github.com/dunglas/frankenphp/caddy github.com/dunglas/caddy-cbrotli \
+            github.com/dunglas/mercure/caddy
+        echo "relink: Go build cache warm"
+        ;;
+    link)
+        go build -buildmode=pie -trimpath -ldflags "$ldflags" -tags="$tags" -o "$out" -pgo="$pgo" .
+        # spc keeps the debug info apart and strips the binary (UBB:127-153).
+        strip --strip-unneeded "$out"
+        echo "relink: $out ($(wc -c < "$out") bytes)"
+        ;;
+esac

@@ -63,6 +63,7 @@ class ImageEngine(ImageLookup, Protocol):
 
     def forget(self) -> None: ...
     def tag(self, image_id: str, repository: str, tag: str) -> None: ...
+    def untag(self, ref: str) -> None: ...
     def pull(self, repository: str, tag: str) -> str: ...
     def push(self, repository: str, tag: str) -> None: ...
     def arch(self) -> str: ...
@@ -197,6 +198,12 @@ class Engine:
         self._inspected.clear()
         with translated(f"tagging {repository}:{tag}"):
             self.client.api.tag(image_id, repository, tag)
+
+    def untag(self, ref: str) -> None:
+        """Remove a tag (the image goes with its last tag)."""
+        self._inspected.clear()
+        with translated(f"removing {ref}"), contextlib.suppress(docker.errors.NotFound):
+            self.client.api.remove_image(ref)
 
     def _transfer(
         self, verb: Callable[..., Iterable[Mapping[str, object]]], repository: str, tag: str

@@ -20,7 +20,7 @@ from tasks.buildx import BuildRequest
 from tasks.content import ContextFile, write_context_tar
 from tasks.dockerfile import from_images
 from tasks.engine import ImageEngine, ImageLookup
-from tasks.errors import BuildError
+from tasks.errors import BuildError, DurangoError
 from tasks.pipeline import Pipeline, StageCheck, TaskDict, action
 from tasks.registry import RegistryCache
 
@@ -49,6 +49,9 @@ class ImageInputs:
     no_cache: bool = False  # build every step again (BuildKit's cache unused)
     # stage-specific lines to print from the build log (e.g. whether dependencies were reused)
     report: Callable[[list[str]], list[str]] | None = None
+    # a check of the built image (e.g. that it can run the binary): on failure the image's tags
+    # go again, so the stage stays stale
+    check: Callable[[str], None] | None = None
 
     def described(self) -> dict[str, object]:
         return {
@@ -185,6 +188,13 @@ def ensure_image(
         )
     )
     image_id = built.image_id
+    if inputs.check is not None:
+        try:
+            inputs.check(image_id)
+        except DurangoError:
+            for tag in (inputs.tag, f"{inputs.name}:latest"):
+                engine.untag(tag)
+            raise
     for line in inputs.report(built.log) if inputs.report else []:
         print(f"{inputs.stage}: {line}", flush=True)
     print(

@@ -8,11 +8,12 @@ enters.
 from __future__ import annotations
 
 from tasks.content import context_files, file_digests
-from tasks.errors import BuildError
+from tasks.errors import BuildError, EngineError
 from tasks.images import ImageInputs, base_image_ids, stage_task
 from tasks.pipeline import Pipeline, TaskDict
 
 DOCKERFILE = "Dockerfile"
+BINARY_IN_IMAGE = "/usr/local/bin/orangescrum-ee"
 
 
 def inputs(pipe: Pipeline) -> ImageInputs:
@@ -26,8 +27,21 @@ def inputs(pipe: Pipeline) -> ImageInputs:
     digests = file_digests(files, pipe.hashes)
     upstream = base_image_ids(pipe.engine, text, build_args)
     return ImageInputs(
-        "runtime", settings.runtime_image, DOCKERFILE, files, digests, build_args, upstream
-    )
+        "runtime", settings.runtime_image, DOCKERFILE, files, digests, build_args, upstream,
+        check=lambda image_id: runs_the_binary(pipe, image_id),
+    )  # fmt: skip
+
+
+def runs_the_binary(pipe: Pipeline, image_id: str) -> None:
+    """The new image can run the binary: every library it needs is there (a Debian-linked binary
+    on a bare base fails here, with the loader's words, not at the first deployment)."""
+    try:
+        pipe.containers.run_once(image_id, [BINARY_IN_IMAGE, "version"], {})
+    except EngineError as exc:
+        raise BuildError(
+            f"runtime: the image built on {pipe.settings.runtime_base} cannot run the binary "
+            f"({exc}); pick a runtime_base that has what `doit verify` lists as its linkage"
+        ) from None
 
 
 DOC = "runtime image from orangescrum-ee/ (key: binary content, Dockerfile, context)"

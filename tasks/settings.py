@@ -49,7 +49,7 @@ class Settings:
     embed_args: Mapping[str, str] = field(default_factory=dict)
     php_extensions: str = ""
     binary_path: str = "/go/src/app/dist/frankenphp-linux-{arch}"
-    runtime_base: str = "alpine:3.20"
+    runtime_base: str = "alpine:3.23"
     # how the app is served, and what `doit verify` asks of it
     docroot: str = "webroot"
     health_path: str = "/home/healthcheck"
@@ -108,12 +108,27 @@ _ONE_SHOT = {
     "restore_from": "doit restore --from NAME",
 }
 
-# Builder profiles: what `builder=<name>` changes unless a key is set explicitly.
-#   static: production, upstream static builder (needs its image); Alpine runtime.
-#   local:  Debian packages + Go module proxy only; Debian runtime for the dynamic binary.
-PROFILES: dict[str, dict[str, str]] = {
-    "static": {"base_dockerfile": "base-build.Dockerfile", "runtime_base": "alpine:3.20"},
+# Builder profiles: what `builder=<name>` changes unless a key is set explicitly (base_args are
+# merged under the user's). docs/STATIC_BUILD.md compares them.
+#   static:       production; upstream's musl static builder, fully static binary; Alpine 3.23.
+#   static-gnu:   upstream's gnu builder, glibc dynamic and the rest static; a glibc runtime.
+#   local:        Debian packages + Go module proxy only; Debian runtime for the dynamic binary.
+#   local-static: built here too, fully static; the lean local runtime image.
+PROFILES: dict[str, dict[str, object]] = {
+    "static": {"base_dockerfile": "base-build.Dockerfile", "runtime_base": "alpine:3.23"},
+    "static-gnu": {
+        "base_dockerfile": "base-build.Dockerfile",
+        "base_args": {
+            "FRANKENPHP_BUILDER_IMAGE": "dunglas/frankenphp:static-builder-gnu-1.12.7",
+            "SPC_LIBC": "glibc",
+        },
+        "runtime_base": "debian:bookworm-slim",
+    },
     "local": {"base_dockerfile": "base-local.Dockerfile", "runtime_base": "debian:bookworm-slim"},
+    "local-static": {
+        "base_dockerfile": "base-local-static.Dockerfile",
+        "runtime_base": "durango-local/lean:1",
+    },
 }
 
 _TRUE = {"yes", "true", "1", "on"}
@@ -272,7 +287,10 @@ def load_settings(
     if builder not in PROFILES:
         raise ConfigError(f"builder {builder!r} is not a profile; known: {', '.join(PROFILES)}")
     for key, value in PROFILES[builder].items():
-        values.setdefault(key, value)
+        if key == "base_args" and isinstance(value, dict):
+            values[key] = {**value, **cast(dict[str, str], values.get(key) or {})}
+        else:
+            values.setdefault(key, value)
     tenant = str(values.get("tenant", ""))
     if tenant:
         values.setdefault("env_file", f"orangescrum-ee/tenants/{tenant}.env")

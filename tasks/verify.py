@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tasks import archive, base, embed
 from tasks.content import atomic_write_text
+from tasks.elf import NotElf, linkage
 from tasks.errors import DurangoError
 from tasks.pipeline import Pipeline, TaskDict, command_task
 from tasks.settings import parse_statuses
@@ -112,6 +113,15 @@ def check_extensions(loaded: list[str], expected: list[str]) -> None:
         raise VerifyError(
             f"PHP has extension(s) {', '.join(extra)} that php_extensions does not list"
         )
+
+
+def binary_linkage(binary: Path) -> dict[str, object]:
+    """static, or the libraries the loader must find (the runtime stage checks its image has
+    them)."""
+    try:
+        return linkage(binary)
+    except NotElf as exc:
+        raise VerifyError(str(exc)) from None
 
 
 def caddy_version(build_info: str) -> str:
@@ -245,6 +255,7 @@ def run(pipe: Pipeline) -> None:
             "caddy": caddy_version(build_info),
         },
         "extensions": loaded,
+        "linkage": binary_linkage(binary),
         "http_check": http,
         "verified_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

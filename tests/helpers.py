@@ -310,10 +310,14 @@ def sql(db: Container, query: str) -> str:
     return out.decode().strip()
 
 
-def wait_ready_db(db: Container, user: str = DB["user"], timeout: float = 60) -> None:
-    """Until the database container accepts queries."""
+def wait_ready_db(
+    db: Container, user: str = DB["user"], password: str = DB["password"], timeout: float = 60
+) -> None:
+    """Until the database server accepts connections over TCP (the image's first-start server,
+    which creates the database, listens on no TCP port and then shuts down)."""
     deadline = time.monotonic() + timeout
-    while db.exec_run(["psql", "-U", user, "-d", "postgres", "-XAtc", "SELECT 1"])[0] != 0:
+    query = ["psql", "-h", "127.0.0.1", "-U", user, "-d", "postgres", "-XAtc", "SELECT 1"]
+    while db.exec_run(query, environment={"PGPASSWORD": password})[0] != 0:
         assert time.monotonic() < deadline, "database did not start"
         time.sleep(0.5)
 

@@ -11,6 +11,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -231,13 +232,15 @@ def make_package_zip(folder: Path, name: str, version: str) -> Path:
 def require_package(
     engine: docker.DockerClient, base_image: str, app: Path, repository: Path, package: str
 ) -> None:
-    """`composer require` the package into the app's composer.json and lock, offline, with the
-    composer and PHP of the base image (same extensions as the binary)."""
+    """`composer require` the package into the app's composer.json and lock (with no package,
+    install vendor/ from the lock), offline, with the composer and PHP of the base image (same
+    extensions as the binary)."""
+    command = f"composer require {package} --no-install" if package else "composer install --no-dev"
     script = (
         "export COMPOSER_HOME=/tmp/ch COMPOSER_ALLOW_SUPERUSER=1 && "
         "composer config -g repo.packagist false && "
         'composer config -g repositories.t \'{"type":"artifact","url":"/composer-repo"}\' && '
-        f"cd /app && composer require {package} --no-install --no-scripts --no-interaction -q"
+        f"cd /app && {command} --no-scripts --no-interaction -q"
     )
     engine.containers.run(
         base_image,
@@ -461,3 +464,18 @@ def test_an_app_that_commits_vendor_builds_with_no_network_and_no_composer(
         assert "deps: composer install" not in run.out
     finally:
         remove_images(engine, f"{prefix}-embed")
+
+
+def test_the_serve_benchmark_runs_in_its_reduced_form(cakephp: CakeBuild) -> None:
+    """bench/serve.py cannot rot: its two-second form runs here (its figures are in the docs)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "serve.py"), "--quick",
+         "--runtime-image", cakephp.runtime_image,
+         "--embed-image", f"{CAKEPHP_IMAGES}-embed:latest"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ")]
+    served = [row for row in rows if row[1].strip() != "server"]
+    assert len(served) == 8  # two servers, two pages, concurrency 1 and 8
+    assert all(float(row[4]) > 0 for row in served)

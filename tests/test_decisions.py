@@ -5,6 +5,7 @@ failure summaries, the dependency step's report, the extension check. Millisecon
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from tasks import dockerfile
 from tasks.buildx import summarize_build_failure
 from tasks.content import ContextFile
+from tasks.elf import NotElf, linkage
 from tasks.embed import dependency_report, repository_definition
 from tasks.engine import ImageInfo
 from tasks.errors import ConfigError
@@ -200,3 +202,44 @@ def test_the_extension_check_wants_exactly_the_configured_set() -> None:
         check_extensions([*core, "xml"], ["mysqli", "xml"])
     with pytest.raises(VerifyError, match="redis that php_extensions does not list"):
         check_extensions([*core, "redis", "xml"], ["xml"])
+
+
+def elf(needed: list[str], interpreter: str = "") -> bytes:
+    """A minimal 64-bit ELF: one PT_LOAD over the file, optional PT_INTERP and PT_DYNAMIC."""
+    strings = b"\0" + b"".join(n.encode() + b"\0" for n in needed)
+    interp = interpreter.encode() + b"\0" if interpreter else b""
+    headers = 1 + bool(interp) + bool(needed)
+    data_at = 64 + 56 * headers
+    dynamic_at = data_at + len(strings) + len(interp)
+    offsets, at = [], 1
+    for name in needed:
+        offsets.append(at)
+        at += len(name) + 1
+    dynamic = b"".join(struct.pack("<qQ", 1, o) for o in offsets)  # DT_NEEDED
+    dynamic += struct.pack("<qQ", 5, data_at) + struct.pack("<qQ", 0, 0)  # DT_STRTAB, DT_NULL
+    body = strings + interp + (dynamic if needed else b"")
+    size = data_at + len(body)
+    header = (
+        b"\x7fELF\x02\x01\x01"
+        + b"\0" * 9
+        + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0, 64, 0, 0, 64, 56, headers, 0, 0, 0)
+    )
+    programs = struct.pack("<IIQQQQQQ", 1, 5, 0, 0, 0, size, size, 4096)  # PT_LOAD at vaddr 0
+    if interp:
+        at = data_at + len(strings)
+        programs += struct.pack("<IIQQQQQQ", 3, 4, at, at, at, len(interp), len(interp), 1)
+    if needed:
+        programs += struct.pack("<IIQQQQQQ", 2, 6, dynamic_at, dynamic_at, dynamic_at,
+                                len(dynamic), len(dynamic), 8)  # fmt: skip
+    return header + programs + body
+
+
+def test_linkage_tells_static_from_dynamic_binaries(tmp_path: Path) -> None:
+    static, dynamic = tmp_path / "static", tmp_path / "dynamic"
+    static.write_bytes(elf([]))
+    dynamic.write_bytes(elf(["libpq.so.5", "libc.so.6"], "/lib64/ld-linux-x86-64.so.2"))
+    assert linkage(static) == {"static": True, "interpreter": "", "needed": []}
+    assert linkage(dynamic)["needed"] == ["libpq.so.5", "libc.so.6"]
+    assert linkage(dynamic)["static"] is False
+    with pytest.raises(NotElf):
+        linkage(Path(__file__))

@@ -229,6 +229,10 @@ def test_doit_list_shows_the_pipeline_in_order(workspace: Workspace) -> None:
         "backup",
         "restore",
         "backups",
+        "prune",
+        "tenant-add",
+        "tenants",
+        "tenant-remove",
     ]
     assert all(len(line.split()) > 3 for line in listed)  # each has a description
 

@@ -68,7 +68,9 @@ def test_bad_configuration_is_named(
 
 def test_builder_profile_picks_dockerfile_and_runtime_base_unless_set(tmp_path: Path) -> None:
     static = load_settings(tmp_path, {}, {})
-    assert (static.base_dockerfile, static.runtime_base) == ("base-build.Dockerfile", "alpine:3.20")
+    assert (static.base_dockerfile, static.runtime_base) == ("base-build.Dockerfile", "alpine:3.23")
+    gnu = load_settings(tmp_path, {"builder": "static-gnu", "base_args": "PHP_VERSION=8.3.1"}, {})
+    assert gnu.base_args["SPC_LIBC"] == "glibc" and gnu.base_args["PHP_VERSION"] == "8.3.1"
     local = load_settings(tmp_path, {"builder": "local"}, {})
     assert local.base_dockerfile == "base-local.Dockerfile"
     assert local.runtime_base == "debian:bookworm-slim"

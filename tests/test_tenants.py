@@ -37,7 +37,7 @@ def shared_server(
         f"DB_HOST=host.docker.internal\nDB_PORT={port}\n"
         f"DB_ADMIN_USER={ADMIN['user']}\nDB_ADMIN_PASSWORD={ADMIN['password']}\n"
     )
-    wait_ready_db(server, ADMIN["user"])
+    wait_ready_db(server, ADMIN["user"], ADMIN["password"])
     try:
         yield ws, server
     finally:
