@@ -3,7 +3,9 @@
 #   busybox   -> durango-local/busybox:latest  (static busybox; the test fixtures build on it)
 #   debian    -> debian:bookworm-slim          (debootstrap minbase; the local builder profile)
 #   postgres  -> durango-local/postgres:15     (Debian's PostgreSQL, official image's interface)
-# Usage: scripts/make-local-images.sh [busybox] [debian] [postgres]   (default: all). Idempotent.
+#   lean      -> durango-local/lean:1          (runtime base for a fully static binary)
+# Usage: scripts/make-local-images.sh [busybox] [debian] [postgres] [lean]   (default: all).
+# Idempotent; an image made from a recipe folder is made again when its recipe changes.
 set -eu
 
 log() { printf 'make-local-images: %s\n' "$*"; }
@@ -52,25 +54,27 @@ make_debian() {
     log "$debian_image created"
 }
 
-# Rebuilt when its recipe (postgres-image/) changes: the image carries the recipe's hash.
-make_postgres() {
-    postgres_image=durango-local/postgres:15
-    recipe=$(cat "$(dirname "$0")"/postgres-image/* | sha256sum | cut -c1-16)
+# From a recipe folder; rebuilt when the recipe changes (the image carries the recipe's hash).
+make_from_recipe() {
+    image=$1
+    folder="$(dirname "$0")/$2"
+    recipe=$(cat "$folder"/* | sha256sum | cut -c1-16)
     current=$(docker image inspect -f '{{index .Config.Labels "io.durango.recipe"}}' \
-        "$postgres_image" 2>/dev/null || true)
-    if [ "$current" = "$recipe" ]; then log "$postgres_image present"; return 0; fi
+        "$image" 2>/dev/null || true)
+    if [ "$current" = "$recipe" ]; then log "$image present"; return 0; fi
     make_debian
-    docker build -q --label "io.durango.recipe=$recipe" -t "$postgres_image" \
-        "$(dirname "$0")/postgres-image" >/dev/null || die "building $postgres_image failed"
-    log "$postgres_image created"
+    docker build -q --label "io.durango.recipe=$recipe" -t "$image" "$folder" >/dev/null \
+        || die "building $image failed"
+    log "$image created"
 }
 
-[ "$#" -gt 0 ] || set -- busybox debian postgres
+[ "$#" -gt 0 ] || set -- busybox debian postgres lean
 for what in "$@"; do
     case "$what" in
         busybox) make_busybox ;;
         debian) make_debian ;;
-        postgres) make_postgres ;;
-        *) die "unknown image '$what' (busybox, debian, postgres)" ;;
+        postgres) make_from_recipe durango-local/postgres:15 postgres-image ;;
+        lean) make_from_recipe durango-local/lean:1 lean-image ;;
+        *) die "unknown image '$what' (busybox, debian, postgres, lean)" ;;
     esac
 done

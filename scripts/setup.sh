@@ -74,7 +74,7 @@ provision_docker
 log "python package and test tools"
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-scripts/make-local-images.sh busybox debian postgres
+scripts/make-local-images.sh busybox debian postgres lean
 scripts/host-ca-certs.sh
 
 packages="$(cat orangescrum-ee/debian-runtime-packages.txt) docker-registry wrk"

@@ -20,8 +20,9 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from tasks.engine import CHUNK, ChunkReader, Engine, ImageInfo, translated, write_stream
+from tasks.engine import Engine, ImageInfo, translated
 from tasks.errors import EngineError
+from tasks.streams import CHUNK, ChunkReader, write_stream
 
 PROJECT = "com.docker.compose.project"
 HELPER = "io.durango.helper"  # on helper containers: the project they work for

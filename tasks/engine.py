@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import io
 import json
 import os
 import sys
 import tarfile
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import docker
 import docker.errors
@@ -29,12 +26,9 @@ import requests
 from tasks import buildx
 from tasks.buildx import BuildRequest, Built
 from tasks.errors import EngineError, RegistryError
-
-if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+from tasks.streams import CHUNK, ChunkReader, write_stream
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
-CHUNK = 1 << 20
 
 
 def engine_address() -> str:
@@ -109,48 +103,6 @@ class ImageInfo:
 def short_id(image_id: str) -> str:
     """`sha256:0123456789ab…` -> `0123456789ab`, as docker prints it."""
     return image_id.removeprefix("sha256:")[:12]
-
-
-class ChunkReader(io.RawIOBase):
-    """A file object over an iterator of byte chunks, so tarfile can read a stream lazily."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return 0
-        view = memoryview(buffer).cast("B")
-        size = min(len(view), len(self._pending))
-        view[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-
-def write_stream(
-    chunks: Iterable[bytes], out: IO[bytes], progress: Callable[[int], None] | None = None
-) -> tuple[str, int]:
-    """Write chunks to `out`, hashing as they pass, and fsync: (sha256, size). Memory stays flat."""
-    digest = hashlib.sha256()
-    size = 0
-    last = time.monotonic()
-    for chunk in chunks:
-        out.write(chunk)
-        digest.update(chunk)
-        size += len(chunk)
-        if progress is not None and time.monotonic() - last > 1.0:
-            progress(size)
-            last = time.monotonic()
-    out.flush()
-    os.fsync(out.fileno())
-    return digest.hexdigest(), size
 
 
 def _registry_error(ref: str, message: str) -> RegistryError:

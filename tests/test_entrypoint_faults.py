@@ -130,9 +130,13 @@ def test_a_lost_lock_session_stops_the_container_loudly(faults: Stack) -> None:
 def test_docker_stop_while_waiting_for_the_lock_is_prompt(faults: Stack) -> None:
     db = faults.database()
     wait_ready_db(db)
+    # another session holds the lock for a minute (the database goes before it ends)
     holding = threading.Thread(
-        target=sql, args=(db, "SELECT pg_advisory_lock(727274), pg_sleep(60)"), daemon=True
-    )
+        target=db.exec_run,
+        args=(["psql", "-U", "orangescrum_test", "-d", "orangescrum_test", "-c",
+               "SELECT pg_advisory_lock(727274), pg_sleep(60)"],),
+        daemon=True,
+    )  # fmt: skip
     holding.start()
     app, _ = faults.app()
     deadline = time.monotonic() + 60
