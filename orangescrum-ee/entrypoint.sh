@@ -53,7 +53,7 @@ validate_settings() {
     problems=0
     problem() { log "Settings: $*" >&2; problems=$((problems + 1)); }
     for name in DB_HOST DB_NAME DB_USERNAME SECURITY_SALT; do
-        value=$(printenv "$name" || true)
+        eval "value=\${$name:-}"
         if [ -z "$value" ]; then
             problem "$name is not set"
         elif is_placeholder "$value"; then

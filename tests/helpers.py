@@ -189,14 +189,18 @@ def remove_images(engine: docker.DockerClient, prefix: str) -> None:
 
 
 def make_local_project(
-    root: Path, app: Path, image_prefix: str = LOCAL_IMAGES, extra_config: str = ""
+    root: Path,
+    app: Path,
+    image_prefix: str = LOCAL_IMAGES,
+    extra_config: str = "",
+    builder: str = "local",
 ) -> Path:
-    """A checkout of this project (real builder/ and orangescrum-ee/) building `app` with the
-    local profile. Every such project shares one base image (same name, same key)."""
-    pyproject = f"""builder = "local"
+    """A checkout of this project (real builder/ and orangescrum-ee/) building `app` with a local
+    profile. Every such project of one profile shares one base image (same name, same key)."""
+    pyproject = f"""builder = "{builder}"
 source = "{app}"
 php_extensions = "{PHP_EXTENSIONS}"
-base_image = "{LOCAL_IMAGES}-base"
+base_image = "durango-ci-{builder}-base"
 embed_image = "{image_prefix}-embed"
 runtime_image = "{image_prefix}-runtime"
 {extra_config}
