@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +167,77 @@ def bundle(local_build: LocalBuild, tmp_path: Path) -> Iterator[Bundle]:
         subprocess.run(
             [*compose, "down", "--volumes"], env={**os.environ, **env}, capture_output=True
         )
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[str]:
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI=true but Debian's docker-registry is not installed", pytrace=False)
+        pytest.skip("docker-registry (Debian package) is not installed")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    server = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "registry did not start"
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}/team"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture
+def remote_engine(
+    tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient, busybox_image: str
+) -> Iterator[str]:
+    if shutil.which("dockerd") is None or os.geteuid() != 0:
+        pytest.fail("a second engine needs dockerd and root", pytrace=False)
+    root = tmp_path_factory.mktemp("engine2")
+    bridge = f"durango-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", "172.31.251.1/24", "dev", bridge], check=True)
+    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
+    host = f"tcp://127.0.0.1:{free_port()}"
+    daemon = subprocess.Popen(
+        [
+            "dockerd", "--host", host, "--data-root", str(root / "data"),
+            "--exec-root", str(root / "exec"), "--pidfile", str(root / "pid"),
+            "--bridge", bridge, "--iptables=false", "--ip-masq=false",
+            "--containerd-namespace", bridge, "--containerd-plugins-namespace", f"{bridge}p",
+        ],
+        stdout=(root / "log").open("w"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                remote = docker.DockerClient(base_url=host)
+                remote.ping()
+                break
+            except (docker.errors.DockerException, OSError):
+                assert daemon.poll() is None and time.monotonic() < deadline, (
+                    root / "log"
+                ).read_text()[-2000:]
+                time.sleep(0.5)
+        remote.images.load(b"".join(engine.images.get(busybox_image).save(named=True)))
+        yield host
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+        subprocess.run(["ip", "link", "del", bridge], check=False)
+        shutil.rmtree(root, ignore_errors=True)

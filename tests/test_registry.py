@@ -5,10 +5,6 @@ The registry is Debian's docker-registry on loopback."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,37 +28,6 @@ def configured(
     yield make
     for ws in made:
         remove_images(engine, ws.prefix)
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but Debian's docker-registry is not installed", pytrace=False)
-        pytest.skip("docker-registry (Debian package) is not installed")
-    port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(
-        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n"
-    )
-    server = subprocess.Popen(
-        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "registry did not start"
-                time.sleep(0.2)
-        yield f"127.0.0.1:{port}/team"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def test_second_machine_pulls_instead_of_building(

@@ -4,61 +4,12 @@ engine with its own data root and bridge, reachable only on loopback."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import subprocess
-import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
-from helpers import AppRepo, free_port, make_workspace, remove_images
-
-
-@pytest.fixture
-def remote_engine(
-    tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient, busybox_image: str
-) -> Iterator[str]:
-    if shutil.which("dockerd") is None or os.geteuid() != 0:
-        pytest.fail("a second engine needs dockerd and root", pytrace=False)
-    root = tmp_path_factory.mktemp("engine2")
-    bridge = f"durango-{uuid.uuid4().hex[:6]}"
-    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
-    subprocess.run(["ip", "addr", "add", "172.31.251.1/24", "dev", bridge], check=True)
-    subprocess.run(["ip", "link", "set", bridge, "up"], check=True)
-    host = f"tcp://127.0.0.1:{free_port()}"
-    daemon = subprocess.Popen(
-        [
-            "dockerd", "--host", host, "--data-root", str(root / "data"),
-            "--exec-root", str(root / "exec"), "--pidfile", str(root / "pid"),
-            "--bridge", bridge, "--iptables=false", "--ip-masq=false",
-            "--containerd-namespace", bridge, "--containerd-plugins-namespace", f"{bridge}p",
-        ],
-        stdout=(root / "log").open("w"),
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                remote = docker.DockerClient(base_url=host)
-                remote.ping()
-                break
-            except (docker.errors.DockerException, OSError):
-                assert daemon.poll() is None and time.monotonic() < deadline, (
-                    root / "log"
-                ).read_text()[-2000:]
-                time.sleep(0.5)
-        remote.images.load(b"".join(engine.images.get(busybox_image).save(named=True)))
-        yield host
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
-        subprocess.run(["ip", "link", "del", bridge], check=False)
-        shutil.rmtree(root, ignore_errors=True)
+from helpers import AppRepo, make_workspace, remove_images
 
 
 def test_whole_pipeline_on_a_remote_engine_gives_the_same_binary(
@@ -84,3 +35,39 @@ def test_whole_pipeline_on_a_remote_engine_gives_the_same_binary(
         assert remote.doit(env={"DOCKER_HOST": remote_engine}).executed == []
     finally:
         remove_images(engine, local.prefix)
+
+
+@pytest.mark.parametrize("with_registry", [False, True], ids=["no-registry", "registry"])
+def test_a_fresh_ci_runner_with_restored_state(
+    tmp_path: Path,
+    app_repo: AppRepo,
+    engine: docker.DockerClient,
+    remote_engine: str,
+    registry: str,
+    with_registry: bool,
+) -> None:
+    """What a new CI runner rebuilds when .doit.db and .durango/ come back from the cache: a new
+    checkout, a second engine with nothing built. Image IDs belong to an engine and package/
+    and the binary are not cached, so without the registry every stage runs again; with it,
+    every image stage is pulled by its key and nothing is built."""
+    extra = f'registry = "{registry}"' if with_registry else ""
+    first = make_workspace(tmp_path / "first", app_repo, engine, extra)
+    fresh = make_workspace(tmp_path / "fresh", app_repo, engine, extra)
+    try:
+        first.doit()
+        shutil.copy(first.root / "pyproject.toml", fresh.root / "pyproject.toml")  # same names
+        shutil.copy(first.root / ".doit.db", fresh.root / ".doit.db")
+        shutil.copytree(first.root / ".durango", fresh.root / ".durango")
+        run = fresh.doit(env={"DOCKER_HOST": remote_engine})
+        assert run.executed == ["archive", "base", "embed", "extract", "runtime"], run.out
+        built = [stage for stage in ("base", "embed", "runtime") if f"{stage}: building" in run.out]
+        pulled = [stage for stage in ("base", "embed", "runtime") if f"{stage}: pulled" in run.out]
+        if with_registry:
+            assert (built, pulled) == ([], ["base", "embed", "runtime"])
+            assert fresh.binary.read_bytes() == first.binary.read_bytes()  # the same image
+        else:
+            assert (built, pulled) == (["base", "embed", "runtime"], [])
+    finally:
+        remove_images(engine, first.prefix)
+        if with_registry:
+            remove_images(engine, registry)
