@@ -76,7 +76,7 @@ def fpm_image(engine: docker.DockerClient, embed_image: str, tmp: Path) -> str:
                 out.write(chunk)
         subprocess.run(["tar", "-xf", str(tar), "-C", str(context)], check=True)
     finally:
-        holder.remove(force=True)
+        holder.remove(force=True, v=True)
     for folder in ("tmp", "logs"):
         (context / "app" / folder).mkdir(exist_ok=True)
     tag = f"durango-bench-fpm:{uuid.uuid4().hex[:8]}"
@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--runtime-image", default="durango-ci-cakephp-runtime:latest")
     parser.add_argument("--embed-image", default="durango-ci-cakephp-embed:latest")
     parser.add_argument("--workers", type=int, default=8, help="php-fpm workers")
+    parser.add_argument("--frankenphp-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the FrankenPHP container (tuning)")  # fmt: skip
     args = parser.parse_args()
     seconds = 2 if args.quick else args.seconds
     engine = docker.from_env()
@@ -111,10 +113,12 @@ def main() -> None:
         env = {"DB_HOST": f"{network}-db", "SECURITY_SALT": SALT, **DB}
         servers = {"FrankenPHP (runtime image)": args.runtime_image, "php-fpm + nginx": images[0]}
         ports = {}
+        tuning = dict(item.split("=", 1) for item in args.frankenphp_env)
         for label, image in servers.items():
+            extra = tuning if image == args.runtime_image else {"PHP_WORKERS": str(args.workers)}
             container = engine.containers.run(
                 image, detach=True, network=network, cpuset_cpus=SERVER_CPU,
-                environment={**env, "PHP_WORKERS": str(args.workers)},
+                environment={**env, **extra},
                 ports={"8080/tcp": ("127.0.0.1", 0)},
             )  # fmt: skip
             started.append(container)
@@ -135,7 +139,7 @@ def main() -> None:
                           flush=True)  # fmt: skip
     finally:
         for container in started:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         engine.networks.get(network).remove()
         for image in images:
             engine.images.remove(image, force=True)

@@ -77,7 +77,7 @@ def time_to_200(engine: docker.DockerClient, image: str, network: str, volume: s
             time.sleep(0.05)
         sys.exit("no 200 within 300 s")
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)
 
 
 def main() -> None:
@@ -112,7 +112,7 @@ def main() -> None:
                 for tag in (image, image.replace("-runtime:", "-embed:")):
                     subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
     finally:
-        db.remove(force=True)
+        db.remove(force=True, v=True)
         engine.networks.get(network).remove()
 
 

@@ -197,12 +197,14 @@ RUN go mod download && go mod verify > /dev/null \
     && go mod edit -replace "github.com/dunglas/frankenphp=$FRANKENPHP_SRC"
 # Warm Go's build cache with every pure-Go package the command links (cgo packages need PHP and
 # the final CGO_* flags, which are part of their cache key: they compile in the link stage).
+# Dated ahead so that no embed layer copies the cache (see relink-local.sh).
 # hadolint ignore=SC2086
 RUN pkgs=$(go list -tags "$FRANKENPHP_TAGS" -deps -f '{{if not .CgoFiles}}{{.ImportPath}}{{end}}' \
         github.com/caddyserver/caddy/v2/cmd github.com/caddyserver/caddy/v2/modules/standard \
         github.com/dunglas/frankenphp/caddy github.com/dunglas/caddy-cbrotli \
         | grep -v -e '^github.com/dunglas/frankenphp' -e brotli) \
     && go build -tags "$FRANKENPHP_TAGS" -trimpath $pkgs \
+    && find "$(go env GOCACHE)" -type f -exec touch -d 2100-01-01 {} + \
     && echo "Go build cache warm: $(du -sh "$(go env GOCACHE)" | cut -f1)"
 
 # ---------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ class Containers:
                 output = container.logs().decode(errors="replace")
         finally:
             with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
         if code != 0:
             raise EngineError(f"`{cmd[0]}` in {image} exited {code}: {output.strip()[-500:]}")
         return output
@@ -194,7 +194,7 @@ class Containers:
             for container in self.client.containers.list(
                 all=True, filters={"label": f"{HELPER}={project}"}
             ):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
 
     @contextlib.contextmanager
     def helper(
@@ -225,7 +225,7 @@ class Containers:
             yield _service(container)
         finally:
             with contextlib.suppress(docker.errors.APIError):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
 
     def exec(
         self,

@@ -224,7 +224,7 @@ class Engine:
         finally:
             tmp.unlink(missing_ok=True)
             try:
-                container.remove(force=True)
+                container.remove(force=True, v=True)
             except docker.errors.APIError as exc:  # pragma: no cover - best effort cleanup
                 print(f"warning: could not remove container {container.id}: {exc}", file=sys.stderr)
 

@@ -133,6 +133,10 @@ def image_status(engine: ImageLookup, inputs: ImageInputs) -> ImageStatus:
     if latest is None:
         return ImageStatus("build", f"no {inputs.name} image built yet (key {inputs.key[:12]})")
     latest_labels = latest.labels
+    if latest_labels.get(KEY_LABEL) == inputs.key:  # built, its key tag removed by someone
+        return ImageStatus(
+            "retag", f"{inputs.name}:latest is built; {inputs.tag} is gone", latest.id
+        )
     try:
         previous = json.loads(latest_labels.get(INPUTS_LABEL, "{}"))
     except ValueError:
@@ -157,6 +161,7 @@ def ensure_image(
     """
     status = image_status(engine, inputs)
     if status.plan == "retag" and status.image_id:
+        engine.tag(status.image_id, inputs.name, inputs.key[:12])
         engine.tag(status.image_id, inputs.name, "latest")
         print(f"{inputs.stage}: {inputs.tag} already built; {inputs.name}:latest now points at it")
         return status.image_id

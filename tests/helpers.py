@@ -304,7 +304,7 @@ class Stack:
 
     def close(self) -> None:
         for container in self.containers:
-            container.remove(force=True)
+            container.remove(force=True, v=True)
         self.engine.networks.get(self.network).remove()
 
 

@@ -45,7 +45,7 @@ def test_external_database_container_migrates_seeds_and_survives_recreate(stack:
     app.restart()
     wait_healthy(app, port)
     assert "Database seeding: skipped (seeded already" in app.logs().decode()
-    app.remove(force=True)
+    app.remove(force=True, v=True)
     stack.containers.remove(app)
     again, port = stack.app()
     wait_healthy(again, port)

@@ -133,6 +133,13 @@ def test_built_but_latest_elsewhere_is_a_retag(tmp_path: Path) -> None:
     assert status.plan == "retag" and "latest points elsewhere" in status.reason
 
 
+def test_latest_with_the_key_but_no_key_tag_is_a_retag_not_a_build(tmp_path: Path) -> None:
+    made = inputs(tmp_path)
+    engine = FakeEngine({"app:latest": built_as(made, ["app:latest"])})
+    status = image_status(engine, made)
+    assert status.plan == "retag" and status.image_id == "sha256:" + "a" * 64
+
+
 def test_reason_names_what_changed_since_latest(tmp_path: Path) -> None:
     old = inputs(tmp_path)
     engine = FakeEngine({"app:latest": built_as(old, [old.tag, "app:latest"])})

@@ -38,4 +38,4 @@ def test_prune_after_five_commits_keeps_what_it_promises(
         assert "3 image(s) removed" in run.out and "MB reclaimed" in run.out
         assert workspace.doit().uptodate == STAGES  # still a no-op
     finally:
-        oldest.remove(force=True)
+        oldest.remove(force=True, v=True)

@@ -48,7 +48,7 @@ def shared_server(
             )
         for path in folder.glob("*.env"):
             path.unlink()
-        server.remove(force=True)
+        server.remove(force=True, v=True)
 
 
 def as_admin(server: Container, database: str, query: str) -> str:
