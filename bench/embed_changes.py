@@ -118,8 +118,10 @@ def measure(label: str, fixture: Path, tmp: Path, files: int, megabytes: int) ->
     return rows
 
 
-def project(tmp: Path, app: Path, repository: Path, extra: str = "") -> tuple[Path, str]:
-    """A checkout of this project building `app` with the local profile; (root, image prefix)."""
+def project(
+    tmp: Path, app: Path, repository: Path, extra: str = "", builder: str = "local"
+) -> tuple[Path, str]:
+    """A checkout of this project building `app` with a local profile; (root, image prefix)."""
     prefix = f"durango-bench-{uuid.uuid4().hex[:8]}"
     root = tmp / "project"
     root.mkdir()
@@ -130,10 +132,10 @@ def project(tmp: Path, app: Path, repository: Path, extra: str = "") -> tuple[Pa
     shutil.copy(REPO / "dodo.py", root / "dodo.py")
     (root / "tasks").symlink_to(REPO / "tasks")
     (root / "pyproject.toml").write_text(f"""[tool.durango]
-builder = "local"
+builder = "{builder}"
 source = "{app}"
 php_extensions = "{PHP_EXTENSIONS}"
-base_image = "{BASE}"
+base_image = "durango-ci-{builder}-base"
 embed_image = "{prefix}-embed"
 runtime_image = "{prefix}-runtime"
 composer_repository = "{repository}"

@@ -1,16 +1,17 @@
 """Served speed: the CakePHP fixture in our runtime container vs Debian's php8.2-fpm + nginx with
 the same app tree, opcache on in both, against one real PostgreSQL, in one run.
 
-Two pages: the health endpoint (queries the database) and the rendered home template. `wrk` at
-concurrency 1 and 8; requests/s and p50/p99 latency. Each server gets the same single CPU
-(cpuset); the database and wrk share the other.
+Two pages: the health endpoint (queries the database) and the home page (in production mode the
+skeleton renders its 404 error template there: router, view, layout, error handler). A fixed
+number of requests at concurrency 1 and 8 (h2load, HTTP/1.1 keep-alive); requests/s and p50/p99
+latency. Each server gets the same single CPU (cpuset); the database and h2load share the other.
 
-    python bench/serve.py [--seconds 10] [--quick]
+    python bench/serve.py [--requests 5000] [--quick]
         [--runtime-image durango-ci-cakephp-runtime:latest]
         [--embed-image durango-ci-cakephp-embed:latest]
 
 The images are the ones the CakePHP tests build (tests/test_cakephp.py). `--quick` is the
-reduced form CI runs so that this script cannot rot: two-second runs, no figures to read.
+reduced form CI runs so that this script cannot rot: 100 requests, no figures to read.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from docker.models.containers import Container
 POSTGRES = "durango-local/postgres:15"
 DB = {"DB_NAME": "bench", "DB_USERNAME": "bench", "DB_PASSWORD": "bench-only-4d2f"}
 SALT = "bench-only-salt-0123456789abcdef0123456789abcdef"
-PAGES = {"health (database)": "/home/healthcheck", "home (template)": "/"}
+# label, path, the status every answer must have. The skeleton's home page renders the 404
+# error template (layout, view, error handler) when debug is off, as in production.
+PAGES = [("health (database)", "/home/healthcheck", 200), ("home (404 template)", "/", 404)]
 SERVER_CPU, OTHER_CPU = "1", "0"
 
 
@@ -51,17 +54,25 @@ def wait_for(url: str, timeout: float = 180) -> float:
     sys.exit(f"{url} did not answer 200 within {timeout}s")
 
 
-def wrk(url: str, connections: int, seconds: int) -> tuple[float, str, str]:
-    """requests/s, p50, p99 (wrk pinned to the other CPU)."""
-    out = subprocess.run(
-        ["taskset", "-c", OTHER_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s",
-         "--latency", url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = re.search(r"50%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-    p99 = re.search(r"99%\s+(\S+)", out).group(1)  # type: ignore[union-attr]
-    return rate, p50, p99
+def load(url: str, status: int, connections: int, requests: int) -> tuple[float, float, float]:
+    """requests/s, p50 and p99 in ms for a fixed number of requests over HTTP/1.1 keep-alive.
+
+    h2load (pinned to the other CPU) logs every request; percentiles come from that log, and a
+    single answer with another status fails the run, so that a fast failure is never measured.
+    """
+    with tempfile.NamedTemporaryFile(prefix="durango-h2load-") as log:
+        out = subprocess.run(
+            ["taskset", "-c", OTHER_CPU, "h2load", "--h1", "-t1", f"-c{connections}",
+             f"-n{requests}", f"--log-file={log.name}", url],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        rows = [line.split("\t") for line in Path(log.name).read_text().splitlines()]
+    failed = [row[1] for row in rows if row[1] != str(status)]
+    if len(rows) != requests or failed:
+        sys.exit(f"{url}: {len(rows)} of {requests} answered; not {status}: {failed[:5]}\n{out}")
+    rate = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    micros = sorted(int(row[2]) for row in rows)
+    return rate, micros[len(micros) // 2] / 1000, micros[int(len(micros) * 0.99)] / 1000
 
 
 def fpm_image(engine: docker.DockerClient, embed_image: str, tmp: Path) -> str:
@@ -87,7 +98,7 @@ def fpm_image(engine: docker.DockerClient, embed_image: str, tmp: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=5000, help="per page and concurrency")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runtime-image", default="durango-ci-cakephp-runtime:latest")
     parser.add_argument("--embed-image", default="durango-ci-cakephp-embed:latest")
@@ -95,7 +106,7 @@ def main() -> None:
     parser.add_argument("--frankenphp-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the FrankenPHP container (tuning)")  # fmt: skip
     args = parser.parse_args()
-    seconds = 2 if args.quick else args.seconds
+    requests = 100 if args.quick else args.requests
     engine = docker.from_env()
     network = f"durango-bench-{uuid.uuid4().hex[:8]}"
     engine.networks.create(network)
@@ -126,17 +137,17 @@ def main() -> None:
             published = container.ports["8080/tcp"] or [{"HostPort": "0"}]
             ports[label] = int(published[0]["HostPort"])
             wait_for(f"http://127.0.0.1:{ports[label]}/home/healthcheck")
-        print(f"# {machine()}; {seconds}s per run; servers pinned to CPU {SERVER_CPU}")
+        print(f"# {machine()}; {requests} requests per run; servers pinned to CPU {SERVER_CPU}")
         print("| server | page | concurrency | requests/s | p50 | p99 |")
         print("|---|---|---|---|---|---|")
         for label, port in ports.items():
-            for page, path in PAGES.items():
+            for page, path, status in PAGES:
                 url = f"http://127.0.0.1:{port}{path}"
-                wrk(url, 1, 1)  # warm opcache and the database connection
+                load(url, status, 8, 200)  # warm opcache and the database connections
                 for connections in (1, 8):
-                    rate, p50, p99 = wrk(url, connections, seconds)
-                    print(f"| {label} | {page} | {connections} | {rate:.0f} | {p50} | {p99} |",
-                          flush=True)  # fmt: skip
+                    rate, p50, p99 = load(url, status, connections, requests)
+                    print(f"| {label} | {page} | {connections} | {rate:.0f} | {p50:.1f} ms"
+                          f" | {p99:.1f} ms |", flush=True)  # fmt: skip
     finally:
         for container in started:
             container.remove(force=True, v=True)

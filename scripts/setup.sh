@@ -77,8 +77,8 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 scripts/make-local-images.sh busybox debian postgres lean
 scripts/host-ca-certs.sh
 
-packages="$(cat orangescrum-ee/debian-runtime-packages.txt) docker-registry wrk"
-log "debian packages: runtime libraries, docker-registry, wrk (served-speed benchmark)"
+packages="$(cat orangescrum-ee/debian-runtime-packages.txt) docker-registry nghttp2-client"
+log "debian packages: runtime libraries, docker-registry, h2load (served-speed benchmark)"
 # shellcheck disable=SC2086 # one word per package
 apt_install $packages
 

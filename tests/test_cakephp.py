@@ -467,7 +467,7 @@ def test_an_app_that_commits_vendor_builds_with_no_network_and_no_composer(
 
 
 def test_the_serve_benchmark_runs_in_its_reduced_form(cakephp: CakeBuild) -> None:
-    """bench/serve.py cannot rot: its two-second form runs here (its figures are in the docs)."""
+    """bench/serve.py cannot rot: its 100-request form runs here (its figures are in the docs)."""
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "serve.py"), "--quick",
          "--runtime-image", cakephp.runtime_image,
