@@ -173,7 +173,7 @@ def row(label: str, files: int, change: str, times: dict[str, float], wall: floa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fixture", type=Path, default=cakephp_fixture())
     args = parser.parse_args()
     if args.fixture is None:

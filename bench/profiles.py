@@ -103,7 +103,7 @@ def measure(builder: str, fixture: Path, tmp: Path, args: argparse.Namespace,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cold", action="store_true", help="also time a cache-less base build")
     args = parser.parse_args()

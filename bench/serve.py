@@ -5,8 +5,13 @@ Two pages: the health endpoint (queries the database) and the home page (in prod
 skeleton renders its 404 error template there: router, view, layout, error handler). A fixed
 number of requests at concurrency 1 and 8 (h2load, HTTP/1.1 keep-alive); requests/s and p50/p99
 latency. Each server gets the same single CPU (cpuset); the database and h2load share the other.
+The servers take turns, page by page, for several rounds, so that a slow minute of the machine
+falls on all of them; the median of the rounds is shown, with the ratio to php-fpm. Each
+`--variant` adds another FrankenPHP server with that environment (thread counts, access log), so
+settings are compared in the same run.
 
-    python bench/serve.py [--requests 5000] [--quick]
+    python bench/serve.py [--requests 2000] [--rounds 3] [--quick]
+        [--variant ACCESS_LOG=discard] [--variant FRANKENPHP_MAX_THREADS=auto,ACCESS_LOG=discard]
         [--runtime-image durango-ci-cakephp-runtime:latest]
         [--embed-image durango-ci-cakephp-embed:latest]
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +45,7 @@ SALT = "bench-only-salt-0123456789abcdef0123456789abcdef"
 # error template (layout, view, error handler) when debug is off, as in production.
 PAGES = [("health (database)", "/home/healthcheck", 200), ("home (404 template)", "/", 404)]
 SERVER_CPU, OTHER_CPU = "1", "0"
+FPM = "php-fpm + nginx"
 
 
 def wait_for(url: str, timeout: float = 180) -> float:
@@ -96,17 +103,33 @@ def fpm_image(engine: docker.DockerClient, embed_image: str, tmp: Path) -> str:
     return tag
 
 
+def start_server(
+    engine: docker.DockerClient, image: str, network: str, env: dict[str, str]
+) -> tuple[Container, int]:
+    """One server on the benchmark CPU, published on a free loopback port, answering."""
+    container = engine.containers.run(
+        image, detach=True, network=network, cpuset_cpus=SERVER_CPU, environment=env,
+        ports={"8080/tcp": ("127.0.0.1", 0)},
+    )  # fmt: skip
+    container.reload()
+    published = container.ports["8080/tcp"] or [{"HostPort": "0"}]
+    port = int(published[0]["HostPort"])
+    wait_for(f"http://127.0.0.1:{port}/home/healthcheck")
+    return container, port
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=5000, help="per page and concurrency")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="per page and concurrency")
+    parser.add_argument("--rounds", type=int, default=3, help="servers alternate; median taken")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--runtime-image", default="durango-ci-cakephp-runtime:latest")
     parser.add_argument("--embed-image", default="durango-ci-cakephp-embed:latest")
     parser.add_argument("--workers", type=int, default=8, help="php-fpm workers")
-    parser.add_argument("--frankenphp-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the FrankenPHP container (tuning)")  # fmt: skip
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=VALUE[,...]",
+                        help="another FrankenPHP server with this environment")  # fmt: skip
     args = parser.parse_args()
-    requests = 100 if args.quick else args.requests
+    requests, rounds = (100, 1) if args.quick else (args.requests, args.rounds)
     engine = docker.from_env()
     network = f"durango-bench-{uuid.uuid4().hex[:8]}"
     engine.networks.create(network)
@@ -122,32 +145,39 @@ def main() -> None:
         )  # fmt: skip
         started.append(db)
         env = {"DB_HOST": f"{network}-db", "SECURITY_SALT": SALT, **DB}
-        servers = {"FrankenPHP (runtime image)": args.runtime_image, "php-fpm + nginx": images[0]}
+        servers = {FPM: (images[0], {"PHP_WORKERS": str(args.workers)}),
+                   "FrankenPHP (defaults)": (args.runtime_image, {})}  # fmt: skip
+        for variant in args.variant:
+            tuning = dict(item.split("=", 1) for item in variant.split(","))
+            servers[f"FrankenPHP {variant}"] = (args.runtime_image, tuning)
         ports = {}
-        tuning = dict(item.split("=", 1) for item in args.frankenphp_env)
-        for label, image in servers.items():
-            extra = tuning if image == args.runtime_image else {"PHP_WORKERS": str(args.workers)}
-            container = engine.containers.run(
-                image, detach=True, network=network, cpuset_cpus=SERVER_CPU,
-                environment={**env, **extra},
-                ports={"8080/tcp": ("127.0.0.1", 0)},
-            )  # fmt: skip
+        for label, (image, extra) in servers.items():
+            container, ports[label] = start_server(engine, image, network, {**env, **extra})
             started.append(container)
-            container.reload()
-            published = container.ports["8080/tcp"] or [{"HostPort": "0"}]
-            ports[label] = int(published[0]["HostPort"])
-            wait_for(f"http://127.0.0.1:{ports[label]}/home/healthcheck")
-        print(f"# {machine()}; {requests} requests per run; servers pinned to CPU {SERVER_CPU}")
-        print("| server | page | concurrency | requests/s | p50 | p99 |")
-        print("|---|---|---|---|---|---|")
-        for label, port in ports.items():
-            for page, path, status in PAGES:
-                url = f"http://127.0.0.1:{port}{path}"
-                load(url, status, 8, 200)  # warm opcache and the database connections
-                for connections in (1, 8):
-                    rate, p50, p99 = load(url, status, connections, requests)
-                    print(f"| {label} | {page} | {connections} | {rate:.0f} | {p50:.1f} ms"
-                          f" | {p99:.1f} ms |", flush=True)  # fmt: skip
+        results: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
+        for page, path, status in PAGES:
+            for port in ports.values():  # warm opcache and the database connections
+                load(f"http://127.0.0.1:{port}{path}", status, 8, 200)
+            for connections in (1, 8):
+                for _ in range(rounds):
+                    for label, port in ports.items():
+                        url = f"http://127.0.0.1:{port}{path}"
+                        measured = load(url, status, connections, requests)
+                        results.setdefault((label, page, connections), []).append(measured)
+        print(f"# {machine()}; {requests} requests per run, {rounds} rounds, median shown; "
+              f"servers pinned to CPU {SERVER_CPU}")  # fmt: skip
+        print("| server | page | concurrency | requests/s | vs php-fpm | p50 | p99 |")
+        print("|---|---|---|---|---|---|---|")
+        for page, _, _ in PAGES:
+            for connections in (1, 8):
+                baseline = statistics.median(r[0] for r in results[(FPM, page, connections)])
+                for label in ports:
+                    runs = results[(label, page, connections)]
+                    rate = statistics.median(r[0] for r in runs)
+                    p50 = statistics.median(r[1] for r in runs)
+                    p99 = statistics.median(r[2] for r in runs)
+                    print(f"| {label} | {page} | {connections} | {rate:.0f} | "
+                          f"{rate / baseline:.2f}x | {p50:.1f} ms | {p99:.1f} ms |")  # fmt: skip
     finally:
         for container in started:
             container.remove(force=True, v=True)

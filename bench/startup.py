@@ -81,7 +81,7 @@ def time_to_200(engine: docker.DockerClient, image: str, network: str, volume: s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     fixture = cakephp_fixture()

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
 from tasks.errors import ConfigError
-from tasks.settings import load_settings, parse_statuses
+from tasks.settings import Settings, load_settings, parse_statuses
 
 
 def project(tmp_path: Path, table: str) -> Path:
@@ -132,3 +133,12 @@ def test_consent_in_pyproject_is_refused(tmp_path: Path) -> None:
 
 def test_health_status_ranges() -> None:
     assert parse_statuses("200-399, 503") == [(200, 399), (503, 503)]
+
+
+def test_every_setting_a_user_can_give_is_in_the_readme_table() -> None:
+    """The README's settings table is where users look; a setting missing there is unknown."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+    documented = set(re.findall(r"`([a-z_]+)`", "\n".join(rows)))
+    settable = {field.name for field in dataclasses.fields(Settings)} - {"root"}
+    assert settable - documented == set()
