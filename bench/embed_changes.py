@@ -24,7 +24,7 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from common import GIT_ENV, REPO, machine
+from common import GIT_ENV, REPO, machine, remove_images
 
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import PHP_EXTENSIONS, cakephp_fixture, copy_tree_writable
@@ -113,8 +113,7 @@ def measure(label: str, fixture: Path, tmp: Path, files: int, megabytes: int) ->
         lock, wall = run_doit(root)
         rows.append(row(label, count, "lock change", lock, wall))
     finally:
-        subprocess.run(["docker", "image", "rm", "-f", f"{prefix}-embed:latest"],
-                       capture_output=True)  # fmt: skip
+        remove_images(prefix)  # every key's tag, not only latest
     return rows
 
 

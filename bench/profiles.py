@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 import docker
-from common import REPO, machine
+from common import REPO, machine, remove_images
 from embed_changes import git, project
 from startup import DB, POSTGRES, time_to_200
 
@@ -97,9 +97,7 @@ def measure(builder: str, fixture: Path, tmp: Path, args: argparse.Namespace,
         return (f"| {builder} | {cold} | {relink:.1f} s | {binary / 1e6:.1f} MB | "
                 f"{size / 1e6:.1f} MB | {start:.1f} s |")  # fmt: skip
     finally:
-        for stage in ("runtime", "embed"):
-            subprocess.run(["docker", "image", "rm", "-f", f"{prefix}-{stage}:latest"],
-                           capture_output=True)  # fmt: skip
+        remove_images(prefix)  # every key's tag, not only latest
 
 
 def main() -> None:

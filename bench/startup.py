@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 
 import docker
-from common import REPO, machine
+from common import REPO, machine, remove_images
 from docker.models.containers import Container
 from embed_changes import git, pad, project
 
@@ -109,8 +109,7 @@ def main() -> None:
                 print(f"| {label} ({count} files) | {statistics.median(fresh):.1f} s | "
                       f"{statistics.median(warm):.1f} s |", flush=True)  # fmt: skip
                 engine.volumes.get(volume).remove(force=True)
-                for tag in (image, image.replace("-runtime:", "-embed:")):
-                    subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
+                remove_images(image.split("-runtime:")[0])  # every key's tag
     finally:
         db.remove(force=True, v=True)
         engine.networks.get(network).remove()
