@@ -24,7 +24,7 @@ from pathlib import Path
 import docker
 from common import REPO, machine, remove_images
 from embed_changes import git, project
-from startup import DB, POSTGRES, time_to_200
+from startup import database_network, time_to_200
 
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import cakephp_fixture, copy_tree_writable
@@ -109,24 +109,14 @@ def main() -> None:
     if fixture is None:
         sys.exit("no CakePHP fixture: set CAKEPHP_FIXTURE")
     engine = docker.from_env()
-    network = f"durango-bench-{uuid.uuid4().hex[:8]}"
-    engine.networks.create(network)
-    db = engine.containers.run(
-        POSTGRES, detach=True, network=network, name=f"{network}-db",
-        environment={"POSTGRES_USER": DB["DB_USERNAME"], "POSTGRES_PASSWORD": DB["DB_PASSWORD"],
-                     "POSTGRES_DB": DB["DB_NAME"]},
-    )  # fmt: skip
     print(f"# {machine()}; the CakePHP fixture; start to healthy: median of {args.rounds}")
     print("| profile | base, cold | relink (embed after an app-only change) | binary "
           "| runtime image | start to healthy |")  # fmt: skip
     print("|---|---|---|---|---|---|")
-    try:
+    with database_network(engine) as network:
         for builder in PROFILES:
             with tempfile.TemporaryDirectory(prefix="durango-profiles-") as tmp:
                 print(measure(builder, fixture, Path(tmp), args, engine, network), flush=True)
-    finally:
-        db.remove(force=True, v=True)
-        engine.networks.get(network).remove()
 
 
 if __name__ == "__main__":

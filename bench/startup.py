@@ -12,6 +12,7 @@ against one migrated and seeded PostgreSQL, and times `docker run` to the first 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
@@ -80,6 +82,23 @@ def time_to_200(engine: docker.DockerClient, image: str, network: str, volume: s
         container.remove(force=True, v=True)
 
 
+@contextlib.contextmanager
+def database_network(engine: docker.DockerClient) -> Iterator[str]:
+    """A network with an empty PostgreSQL on it (`<network>-db`), both removed afterwards."""
+    network = f"durango-bench-{uuid.uuid4().hex[:8]}"
+    engine.networks.create(network)
+    db = engine.containers.run(
+        POSTGRES, detach=True, network=network, name=f"{network}-db",
+        environment={"POSTGRES_USER": DB["DB_USERNAME"], "POSTGRES_PASSWORD": DB["DB_PASSWORD"],
+                     "POSTGRES_DB": DB["DB_NAME"]},
+    )  # fmt: skip
+    try:
+        yield network
+    finally:
+        db.remove(force=True, v=True)
+        engine.networks.get(network).remove()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -88,17 +107,10 @@ def main() -> None:
     if fixture is None:
         sys.exit("no CakePHP fixture: set CAKEPHP_FIXTURE")
     engine = docker.from_env()
-    network = f"durango-bench-{uuid.uuid4().hex[:8]}"
-    engine.networks.create(network)
-    db = engine.containers.run(
-        POSTGRES, detach=True, network=network, name=f"{network}-db",
-        environment={"POSTGRES_USER": DB["DB_USERNAME"], "POSTGRES_PASSWORD": DB["DB_PASSWORD"],
-                     "POSTGRES_DB": DB["DB_NAME"]},
-    )  # fmt: skip
     print(f"# {machine()}")
     print("| app | fresh extraction (before) | app cache volume reused (now) |")
     print("|---|---|---|")
-    try:
+    with database_network(engine) as network:
         for label, files in (("fixture", 0), ("padded", 20000)):
             with tempfile.TemporaryDirectory(prefix="durango-startup-") as tmp:
                 image, count = runtime_image(fixture, Path(tmp), files)
@@ -110,9 +122,6 @@ def main() -> None:
                       f"{statistics.median(warm):.1f} s |", flush=True)  # fmt: skip
                 engine.volumes.get(volume).remove(force=True)
                 remove_images(image.split("-runtime:")[0])  # every key's tag
-    finally:
-        db.remove(force=True, v=True)
-        engine.networks.get(network).remove()
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from helpers import (
     Run,
     Stack,
     Workspace,
+    assert_migrated_and_seeded,
     bundled_compose,
     cakephp_app_repo,
     copy_tree_writable,
@@ -138,9 +139,7 @@ def test_bundle_migrates_seeds_and_serves_the_cakephp_app(cake_stack: Stack) -> 
     app, port = cake_stack.app()
     wait_healthy(app, port)
     assert http(port, "/home/healthcheck") == (200, '{"status":"ok","database":"up"}')
-    assert sql(db, "SELECT count(*) FROM phinxlog") == "3"
-    assert sql(db, "SELECT count(*) FROM gitsync_phinxlog") == "1"
-    assert sql(db, "SELECT count(*) FROM actions") == "12"
+    assert_migrated_and_seeded(db)
     assert sql(db, "SELECT state FROM durango_seed") == "done"
     assert sql(db, "INSERT INTO actions (name) VALUES ('added') RETURNING id").startswith("13")
     app.restart()

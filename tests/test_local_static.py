@@ -18,6 +18,7 @@ from helpers import (
     LocalBuild,
     Stack,
     Workspace,
+    assert_migrated_and_seeded,
     cakephp_app_repo,
     demo_app_repo,
     http,
@@ -117,9 +118,7 @@ def test_the_cakephp_app_migrates_seeds_and_serves_from_the_lean_image(
     container, port = stack.app()
     wait_healthy(container, port)
     assert http(port, "/home/healthcheck") == (200, '{"status":"ok","database":"up"}')
-    assert sql(db, "SELECT count(*) FROM phinxlog") == "3"
-    assert sql(db, "SELECT count(*) FROM gitsync_phinxlog") == "1"
-    assert sql(db, "SELECT count(*) FROM actions") == "12"
+    assert_migrated_and_seeded(db)
 
 
 def test_a_runtime_base_without_the_binarys_libraries_fails_the_build(
