@@ -8,6 +8,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -56,6 +57,13 @@ def git(repo: Path, *args: str) -> str:
         ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
     )
     return done.stdout.strip()
+
+
+def ctrl_c_as_from_a_terminal() -> None:
+    """For a doit the tests interrupt with SIGINT: a shell that ran the tests as a background job
+    (`cmd &` without job control) left SIGINT ignored, and Python keeps an inherited ignore, so
+    the child would never see the user's Ctrl-C that the test stands for."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @dataclass
@@ -139,6 +147,7 @@ class Workspace:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            preexec_fn=ctrl_c_as_from_a_terminal,
         )
 
     def edit(self, rel: str, append: str) -> None:

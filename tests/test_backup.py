@@ -11,7 +11,7 @@ import sys
 import time
 from datetime import datetime
 
-from helpers import Bundle, Writer, http
+from helpers import Bundle, Writer, ctrl_c_as_from_a_terminal, http
 
 
 def test_backup_while_writing_then_restore_after_volumes_are_destroyed(bundle: Bundle) -> None:
@@ -84,6 +84,7 @@ def test_an_interrupted_backup_never_becomes_latest(bundle: Bundle) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=ctrl_c_as_from_a_terminal,
     )
     deadline = time.monotonic() + 60
     while not list(bundle.backups.glob(".partial-*/database.dump")):
