@@ -1,8 +1,10 @@
 """Shared set-up for the benchmarks: a throw-away project on the fixture Dockerfiles, an app repo
-of a chosen size, and timed doit runs. Images are named per run and removed afterwards."""
+of a chosen size, timed doit runs, and a PostgreSQL for the served app. Images are named per run
+and removed afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -11,11 +13,17 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import docker
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "project"
 BUSYBOX = "durango-local/busybox:latest"
+POSTGRES = "durango-local/postgres:15"
+DB = {"DB_NAME": "bench", "DB_USERNAME": "bench", "DB_PASSWORD": "bench-only-4d2f"}
+SALT = "bench-only-salt-0123456789abcdef0123456789abcdef"
 GIT_ENV = {
     **os.environ,
     "GIT_AUTHOR_NAME": "bench",
@@ -115,3 +123,27 @@ def remove_images(prefix: str) -> None:
     ours = [ref for ref in out if ref.startswith(prefix)]
     if ours:
         subprocess.run(["docker", "rmi", "-f", *ours], capture_output=True, check=False)
+
+
+def app_env(network: str) -> dict[str, str]:
+    """What the served app needs to reach the database of `database_network`."""
+    return {"DB_HOST": f"{network}-db", "SECURITY_SALT": SALT, **DB}
+
+
+@contextlib.contextmanager
+def database_network(engine: docker.DockerClient, cpuset: str | None = None) -> Iterator[str]:
+    """A network with an empty PostgreSQL on it (`<network>-db`), both removed afterwards."""
+    network = f"durango-bench-{uuid.uuid4().hex[:8]}"
+    engine.networks.create(network)
+    try:
+        db = engine.containers.run(
+            POSTGRES, detach=True, network=network, name=f"{network}-db", cpuset_cpus=cpuset,
+            environment={"POSTGRES_USER": DB["DB_USERNAME"],
+                         "POSTGRES_PASSWORD": DB["DB_PASSWORD"], "POSTGRES_DB": DB["DB_NAME"]},
+        )  # fmt: skip
+        try:
+            yield network
+        finally:
+            db.remove(force=True, v=True)
+    finally:
+        engine.networks.get(network).remove()

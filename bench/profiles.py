@@ -22,9 +22,9 @@ import uuid
 from pathlib import Path
 
 import docker
-from common import REPO, machine, remove_images
+from common import REPO, database_network, machine, remove_images
 from embed_changes import git, project
-from startup import database_network, time_to_200
+from startup import time_to_200
 
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import cakephp_fixture, copy_tree_writable
@@ -68,8 +68,7 @@ def cold_base(root: Path) -> float:
             sys.exit(f"cold base build failed:\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
         return seconds(r"^cold base: ([\d.]+)", done.stdout)
     finally:
-        subprocess.run(f"docker images -q {name} | sort -u | xargs -r docker rmi -f",
-                       shell=True, capture_output=True)  # fmt: skip
+        remove_images(name)
 
 
 def measure(builder: str, fixture: Path, tmp: Path, args: argparse.Namespace,

@@ -35,12 +35,9 @@ import uuid
 from pathlib import Path
 
 import docker
-from common import REPO, machine
+from common import REPO, app_env, database_network, machine
 from docker.models.containers import Container
 
-POSTGRES = "durango-local/postgres:15"
-DB = {"DB_NAME": "bench", "DB_USERNAME": "bench", "DB_PASSWORD": "bench-only-4d2f"}
-SALT = "bench-only-salt-0123456789abcdef0123456789abcdef"
 # label, path, the status every answer must have. The skeleton's home page renders the 404
 # error template (layout, view, error handler) when debug is off, as in production.
 PAGES = [("health (database)", "/home/healthcheck", 200), ("home (404 template)", "/", 404)]
@@ -131,59 +128,59 @@ def main() -> None:
     args = parser.parse_args()
     requests, rounds = (100, 1) if args.quick else (args.requests, args.rounds)
     engine = docker.from_env()
-    network = f"durango-bench-{uuid.uuid4().hex[:8]}"
-    engine.networks.create(network)
     started: list[Container] = []
     images: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="durango-serve-") as tmp:
             images.append(fpm_image(engine, args.embed_image, Path(tmp)))
-        db = engine.containers.run(
-            POSTGRES, detach=True, network=network, name=f"{network}-db", cpuset_cpus=OTHER_CPU,
-            environment={"POSTGRES_USER": DB["DB_USERNAME"],
-                         "POSTGRES_PASSWORD": DB["DB_PASSWORD"], "POSTGRES_DB": DB["DB_NAME"]},
-        )  # fmt: skip
-        started.append(db)
-        env = {"DB_HOST": f"{network}-db", "SECURITY_SALT": SALT, **DB}
-        servers = {FPM: (images[0], {"PHP_WORKERS": str(args.workers)}),
-                   "FrankenPHP (defaults)": (args.runtime_image, {})}  # fmt: skip
-        for variant in args.variant:
-            tuning = dict(item.split("=", 1) for item in variant.split(","))
-            servers[f"FrankenPHP {variant}"] = (args.runtime_image, tuning)
-        ports = {}
-        for label, (image, extra) in servers.items():
-            container, ports[label] = start_server(engine, image, network, {**env, **extra})
-            started.append(container)
-        results: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
-        for page, path, status in PAGES:
-            for port in ports.values():  # warm opcache and the database connections
-                load(f"http://127.0.0.1:{port}{path}", status, 8, 200)
-            for connections in (1, 8):
-                for _ in range(rounds):
-                    for label, port in ports.items():
-                        url = f"http://127.0.0.1:{port}{path}"
-                        measured = load(url, status, connections, requests)
-                        results.setdefault((label, page, connections), []).append(measured)
-        print(f"# {machine()}; {requests} requests per run, {rounds} rounds, median shown; "
-              f"servers pinned to CPU {SERVER_CPU}")  # fmt: skip
-        print("| server | page | concurrency | requests/s | vs php-fpm | p50 | p99 |")
-        print("|---|---|---|---|---|---|---|")
-        for page, _, _ in PAGES:
-            for connections in (1, 8):
-                baseline = statistics.median(r[0] for r in results[(FPM, page, connections)])
-                for label in ports:
-                    runs = results[(label, page, connections)]
-                    rate = statistics.median(r[0] for r in runs)
-                    p50 = statistics.median(r[1] for r in runs)
-                    p99 = statistics.median(r[2] for r in runs)
-                    print(f"| {label} | {page} | {connections} | {rate:.0f} | "
-                          f"{rate / baseline:.2f}x | {p50:.1f} ms | {p99:.1f} ms |")  # fmt: skip
+        with database_network(engine, cpuset=OTHER_CPU) as network:
+            try:
+                measure(engine, network, images[0], args, requests, rounds, started)
+            finally:
+                for container in started:
+                    container.remove(force=True, v=True)
     finally:
-        for container in started:
-            container.remove(force=True, v=True)
-        engine.networks.get(network).remove()
         for image in images:
             engine.images.remove(image, force=True)
+
+
+def measure(engine: docker.DockerClient, network: str, fpm: str, args: argparse.Namespace,
+            requests: int, rounds: int, started: list[Container]) -> None:  # fmt: skip
+    """Start the servers (appended to `started`), load them in turns, print the table."""
+    env = app_env(network)
+    servers = {FPM: (fpm, {"PHP_WORKERS": str(args.workers)}),
+               "FrankenPHP (defaults)": (args.runtime_image, {})}  # fmt: skip
+    for variant in args.variant:
+        tuning = dict(item.split("=", 1) for item in variant.split(","))
+        servers[f"FrankenPHP {variant}"] = (args.runtime_image, tuning)
+    ports = {}
+    for label, (image, extra) in servers.items():
+        container, ports[label] = start_server(engine, image, network, {**env, **extra})
+        started.append(container)
+    results: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
+    for page, path, status in PAGES:
+        for port in ports.values():  # warm opcache and the database connections
+            load(f"http://127.0.0.1:{port}{path}", status, 8, 200)
+        for connections in (1, 8):
+            for _ in range(rounds):
+                for label, port in ports.items():
+                    url = f"http://127.0.0.1:{port}{path}"
+                    measured = load(url, status, connections, requests)
+                    results.setdefault((label, page, connections), []).append(measured)
+    print(f"# {machine()}; {requests} requests per run, {rounds} rounds, median shown; "
+          f"servers pinned to CPU {SERVER_CPU}")  # fmt: skip
+    print("| server | page | concurrency | requests/s | vs php-fpm | p50 | p99 |")
+    print("|---|---|---|---|---|---|---|")
+    for page, _, _ in PAGES:
+        for connections in (1, 8):
+            baseline = statistics.median(r[0] for r in results[(FPM, page, connections)])
+            for label in ports:
+                runs = results[(label, page, connections)]
+                rate = statistics.median(r[0] for r in runs)
+                p50 = statistics.median(r[1] for r in runs)
+                p99 = statistics.median(r[2] for r in runs)
+                print(f"| {label} | {page} | {connections} | {rate:.0f} | "
+                      f"{rate / baseline:.2f}x | {p50:.1f} ms | {p99:.1f} ms |")  # fmt: skip
 
 
 if __name__ == "__main__":

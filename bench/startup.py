@@ -12,28 +12,21 @@ against one migrated and seeded PostgreSQL, and times `docker run` to the first 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker
-from common import REPO, machine, remove_images
+from common import REPO, app_env, database_network, machine, remove_images
 from docker.models.containers import Container
 from embed_changes import git, pad, project
 
 sys.path.insert(0, str(REPO / "tests"))
 from helpers import cakephp_fixture, copy_tree_writable
-
-POSTGRES = "durango-local/postgres:15"
-DB = {"DB_NAME": "bench", "DB_USERNAME": "bench", "DB_PASSWORD": "bench-only-4d2f"}
-SALT = "bench-only-salt-0123456789abcdef0123456789abcdef"
 
 
 def runtime_image(fixture: Path, tmp: Path, files: int) -> tuple[str, int]:
@@ -60,7 +53,7 @@ def time_to_200(engine: docker.DockerClient, image: str, network: str, volume: s
     mounts = {volume: {"bind": "/data/cache", "mode": "rw"}} if volume else {}
     container: Container = engine.containers.run(
         image, detach=True, network=network, volumes=mounts,
-        environment={"DB_HOST": f"{network}-db", "SECURITY_SALT": SALT, **DB},
+        environment=app_env(network),
         ports={"8080/tcp": ("127.0.0.1", 0)},
     )  # fmt: skip
     try:
@@ -80,23 +73,6 @@ def time_to_200(engine: docker.DockerClient, image: str, network: str, volume: s
         sys.exit("no 200 within 300 s")
     finally:
         container.remove(force=True, v=True)
-
-
-@contextlib.contextmanager
-def database_network(engine: docker.DockerClient) -> Iterator[str]:
-    """A network with an empty PostgreSQL on it (`<network>-db`), both removed afterwards."""
-    network = f"durango-bench-{uuid.uuid4().hex[:8]}"
-    engine.networks.create(network)
-    db = engine.containers.run(
-        POSTGRES, detach=True, network=network, name=f"{network}-db",
-        environment={"POSTGRES_USER": DB["DB_USERNAME"], "POSTGRES_PASSWORD": DB["DB_PASSWORD"],
-                     "POSTGRES_DB": DB["DB_NAME"]},
-    )  # fmt: skip
-    try:
-        yield network
-    finally:
-        db.remove(force=True, v=True)
-        engine.networks.get(network).remove()
 
 
 def main() -> None:
