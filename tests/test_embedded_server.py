@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -51,11 +52,15 @@ def public_app(
 
 @contextlib.contextmanager
 def serving(binary: Path, app_dir: Path) -> Iterator[int]:
-    """The embedded Caddyfile server, as the entrypoint starts it, on a free loopback port."""
+    """The embedded Caddyfile server, as the entrypoint starts it, on a free loopback port. With no
+    HOME in its bare environment Caddy keeps its state in ./caddy: a throw-away working folder
+    keeps that out of the checkout."""
     port = free_port()
+    workdir = tempfile.TemporaryDirectory(prefix="durango-serving-")
     server = subprocess.Popen(
         [str(binary), "run", "--config", str(app_dir / ".frankenphp" / "Caddyfile")],
         env={"SERVER_PORT": str(port), "SERVER_BIND": "127.0.0.1", "PATH": "/usr/bin:/bin"},
+        cwd=workdir.name,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -72,6 +77,7 @@ def serving(binary: Path, app_dir: Path) -> Iterator[int]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+        workdir.cleanup()
 
 
 def test_the_embedded_caddyfile_serves_the_configured_web_root(public_app: PublicApp) -> None:
