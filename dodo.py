@@ -1,7 +1,8 @@
 """Durango Builder pipeline: archive -> base -> embed -> extract -> runtime.
 
 Each stage is keyed on the content it reads; `doit` reruns exactly the stale ones.
-Settings: `doit key=value`, DURANGO_<KEY>, [tool.durango] in pyproject.toml (tasks/settings.py).
+Settings: `doit key=value`, DURANGO_<KEY>, [tool.durango] in pyproject.toml
+(tasks/core/settings.py).
 """
 
 import sys
@@ -9,24 +10,14 @@ from pathlib import Path
 
 from doit import get_var
 
-from tasks import (
-    archive,
-    backup,
-    base,
-    bundle,
-    embed,
-    extract,
-    prune,
-    publish,
-    restore,
-    runtime,
-    tenants,
-    verify,
-)
-from tasks.errors import ConfigError
-from tasks.pipeline import start
-from tasks.report import DurangoReporter
-from tasks.settings import cli_vars_from_argv, load_settings
+from tasks.build import archive, base, embed, extract, publish, runtime, verify
+from tasks.core.errors import ConfigError
+from tasks.core.pipeline import start
+from tasks.core.report import DurangoReporter
+from tasks.core.settings import cli_vars_from_argv, load_settings
+from tasks.deploy import backup, bundle, prune, restore, tenants
+from tasks.engine.containers import Containers
+from tasks.engine.images import Engine
 
 ROOT = Path(__file__).resolve().parent
 
@@ -38,8 +29,10 @@ DOIT_CONFIG = {
     "sort": "definition",
 }
 
+ENGINE = Engine()  # connects on first use: `doit list` never waits for the engine
 try:
-    PIPELINE = start(load_settings(ROOT, cli_vars_from_argv(sys.argv, get_var)), sys.argv)
+    SETTINGS = load_settings(ROOT, cli_vars_from_argv(sys.argv, get_var))
+    PIPELINE = start(SETTINGS, sys.argv, ENGINE, Containers(ENGINE))
 except ConfigError as exc:
     sys.exit(f"durango: configuration error: {exc}")
 

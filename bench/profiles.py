@@ -34,11 +34,15 @@ PROFILES = ("local", "local-static")
 COLD_BASE = """
 import dataclasses, sys, time
 from pathlib import Path
-from tasks import base
-from tasks.images import ensure_image, image_labels
-from tasks.pipeline import Pipeline
-from tasks.settings import load_settings
-pipe = Pipeline(load_settings(Path.cwd(), {"base_image": sys.argv[1]}))
+from tasks.build import base
+from tasks.build.image_stage import ensure_image
+from tasks.build.source import image_labels
+from tasks.core.pipeline import Pipeline
+from tasks.core.settings import load_settings
+from tasks.engine.containers import Containers
+from tasks.engine.images import Engine
+engine = Engine()
+pipe = Pipeline(load_settings(Path.cwd(), {"base_image": sys.argv[1]}), engine, Containers(engine))
 inputs = dataclasses.replace(base.inputs(pipe), no_cache=True)
 started = time.monotonic()
 ensure_image(pipe.engine, inputs, image_labels(pipe))

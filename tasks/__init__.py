@@ -1,1 +1,3 @@
-"""Durango Builder: the stages of the pipeline, one module each, wired by dodo.py."""
+"""Durango Builder's code, in layers that import only downwards (tests/unit/test_layers.py
+keeps it so): core <- formats <- engine <- build <- deploy <- cli. dodo.py wires them into
+doit tasks."""

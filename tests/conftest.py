@@ -128,12 +128,18 @@ def cakephp_fixture_folder() -> Path:
     return found
 
 
+UNIT = Path(__file__).resolve().parent / "unit"
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that need the Docker engine or outside tools (linters) carry the `engine` mark, so
-    `pytest -m "not engine"` runs the fast unit tests alone; and they run first."""
+    """The folder gives the mark: tests/engine/ needs the Docker engine or outside tools (the
+    linters) and carries `engine`, so `pytest -m "not engine"` (or `pytest tests/unit`) runs the
+    fast unit tests alone; and they run first. A unit test may not ask for the engine."""
     for item in items:
-        fixtures = getattr(item, "fixturenames", [])
-        if "engine" in fixtures or item.path.name == "test_lint.py":
+        if UNIT in item.path.parents:
+            if "engine" in getattr(item, "fixturenames", []):
+                raise pytest.UsageError(f"{item.nodeid}: a unit test may not use the engine")
+        else:
             item.add_marker(pytest.mark.engine)
     items.sort(key=lambda item: item.get_closest_marker("engine") is not None)
 
