@@ -1,26 +1,20 @@
-# Embed stage, shared by every builder profile: the app (streamed in at package/) plus the
-# embedded server configuration, built into the binary on the exact base image the pipeline
-# passes. The base provides composer, `frankenphp-relink` and $FRANKENPHP_SRC; only the link
-# step runs here. The binary ends at /go/src/app/dist/frankenphp-linux-<arch>.
+# Embed stage, shared by every builder profile: what every app of one lock shares, on the exact
+# base image the pipeline passes. The base provides composer, PHP's php.ini-production and the
+# base binary (/go/src/app/dist/frankenphp-linux-<arch>, linked once with an empty app); this
+# stage adds the app's Composer dependencies and packs them (pack-deps.sh) into
+# /go/src/embed/deps.tar. The extract stage appends the app and this tar to the base binary: an
+# app-only commit never rebuilds this image.
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
 
-# Dependencies first, from composer.json + composer.lock alone (deps/, written by the pipeline):
-# BuildKit reuses this layer for every commit that leaves them alone. The token is a build
-# secret: it is mounted for this one step and is in no layer, label or cache key.
+# From composer.json + composer.lock alone (deps/, written by the pipeline, the lock's download
+# locations already pointed at the configured repository). The token is a build secret: it is
+# mounted for this one step and is in no layer, label or cache key.
 COPY install-deps.sh /usr/local/bin/install-deps
 COPY deps/ /go/src/deps/
 ARG COMPOSER_REPOSITORY=""
 ARG COMPOSER_PACKAGIST=true
 RUN --mount=type=secret,id=composer_auth install-deps /go/src/deps
 
-WORKDIR /go/src/app
-COPY frankenphp/*.go /go/src/frankenphp-build/
-COPY frankenphp/appdir/ /go/src/frankenphp-build/appdir/
-COPY package/ dist/app/
-COPY Caddyfile php.ini app-path.php dist/app/.frankenphp/
-COPY embed-app.sh /usr/local/bin/embed-app
-ARG APP_DOCROOT=webroot
-ARG COMPOSER_SCRIPTS=false
-ARG SOURCE_DATE_EPOCH=0
-RUN embed-app dist/app "dist/frankenphp-linux-$(uname -m)"
+COPY pack-deps.sh /usr/local/bin/pack-deps
+RUN pack-deps /go/src/deps /go/src/embed/deps.tar

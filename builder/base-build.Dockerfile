@@ -1,10 +1,12 @@
 # Base stage (static profiles, production): upstream FrankenPHP's static builder with PHP and its
-# libraries compiled once by static-php-cli (spc), without the app; the embed stage only relinks
-# (relink-static.sh). Needs the upstream builder image and the internet (spc downloads sources).
-#   musl builder (default, profile `static`): a fully static binary for Alpine 3.23.
-#   gnu builder (profile `static-gnu`): glibc dynamic, everything else static; for a glibc runtime.
+# libraries compiled once by static-php-cli (spc), and the base binary linked once by
+# relink-static.sh with an empty app. Needs the upstream builder image and the internet.
+#   gnu builder (default, profile `static`): glibc dynamic, everything else static, for a glibc
+#   runtime: glibc's allocator and opcache's JIT (FrankenPHP's performance docs advise against
+#   musl in production).
+#   musl builder (profile `static-musl`): a fully static binary for Alpine 3.23, without the JIT.
 # What each step mirrors in upstream's build-static.sh (v1.12.7) is in docs/STATIC_BUILD.md.
-ARG FRANKENPHP_BUILDER_IMAGE=dunglas/frankenphp:static-builder-musl-1.12.7
+ARG FRANKENPHP_BUILDER_IMAGE=dunglas/frankenphp:static-builder-gnu-1.12.7
 # Composer's own single-file image, pinned (upstream's musl builder copies an unpinned 2.x the
 # same way, static-builder-musl.Dockerfile:89-91; the gnu builder has none).
 ARG COMPOSER_IMAGE=composer/composer:2.8.12-bin
@@ -12,7 +14,7 @@ FROM ${COMPOSER_IMAGE} AS composer
 
 FROM ${FRANKENPHP_BUILDER_IMAGE}
 
-ARG SPC_LIBC=musl
+ARG SPC_LIBC=glibc
 ARG SPC_VERSION=2.8.5
 ARG PHP_VERSION=8.3.27
 ARG PHP_EXTENSIONS=bcmath,ctype,curl,dom,fileinfo,filter,gd,iconv,intl,mbstring,opcache,openssl,pdo,pdo_pgsql,pgsql,phar,redis,session,simplexml,sockets,sodium,tokenizer,xml,xmlreader,xmlwriter,zip,zlib
@@ -44,10 +46,12 @@ RUN --mount=type=secret,id=github-token \
     && ./spc build --enable-zts --build-embed --build-cli $opts \
            --with-config-file-path=/etc/frankenphp --with-config-file-scan-dir=/etc/frankenphp/php.d \
            "$PHP_EXTENSIONS" --with-libs="$PHP_EXTENSION_LIBS,brotli" \
+    && install -D -m 0644 source/php-src/php.ini-production \
+        /usr/local/share/durango/php.ini-production \
     && rm -rf downloads source
 
 # Composer, run by the static PHP CLI just built (its platform check sees the binary's
-# extensions); GNU tar for embed-app.sh (the musl image's may be busybox's).
+# extensions); GNU tar for pack-deps.sh (the musl image's may be busybox's).
 COPY --from=composer /composer /usr/local/bin/composer.phar
 # hadolint ignore=DL3018
 RUN printf '#!/bin/sh\nexec /go/src/app/dist/static-php-cli/buildroot/bin/php -d memory_limit=-1 /usr/local/bin/composer.phar "$@"\n' \
@@ -57,12 +61,17 @@ RUN printf '#!/bin/sh\nexec /go/src/app/dist/static-php-cli/buildroot/bin/php -d
     && composer --version
 
 # FrankenPHP's command from our pinned modules; the frankenphp module is upstream's checkout in
-# this image (same version), where the embed stage writes app.tar.
+# this image (same version), its app.tar empty: apps are appended to the binary instead.
 WORKDIR /go/src/frankenphp-build
 COPY frankenphp/go.mod frankenphp/go.sum ./
 RUN go mod download && go mod verify > /dev/null \
     && go mod edit -replace "github.com/dunglas/frankenphp=$FRANKENPHP_SRC"
 COPY relink-static.sh /usr/local/bin/frankenphp-relink
 RUN frankenphp-relink --warm
-
+# The base binary, linked once per base key with an empty app: the extract stage appends each
+# app to it (builder/frankenphp/payload), as upstream's build-static.sh would embed it.
+COPY frankenphp/*.go ./
+COPY frankenphp/appdir/ ./appdir/
+COPY frankenphp/payload/ ./payload/
 WORKDIR /go/src/app
+RUN frankenphp-relink "/go/src/app/dist/frankenphp-linux-$(uname -m)"

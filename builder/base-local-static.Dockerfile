@@ -216,26 +216,48 @@ COPY --from=php-build /opt/php /opt/php
 COPY --from=php-build /opt/static /opt/static
 COPY --from=php-build /usr/src/sources.txt /usr/src/php-configure.log /usr/src/
 ENV PATH=/opt/php/bin:$PATH
-# Composer from Debian (pinned to its upstream version). Composer 2.5 does not run on PHP 8.4,
-# so Debian's PHP 8.2 CLI runs it, told the platform of the PHP built above (its version and
-# every extension, in the config the dependency step uses): the platform check is the binary's.
-ARG COMPOSER_VERSION=2.5.5
-# hadolint ignore=DL3008,SC2016
-RUN apt-get update && apt-get install -y --no-install-recommends composer php8.2-zip git unzip \
+# Composer 2.8 from Debian trixie's packages (bookworm's is 2.5, which does not run on PHP 8.4),
+# as in base-local.Dockerfile (see there and composer-debian.txt), run by the PHP built above: its
+# platform check is the binary's own (same configure, same extensions). git and unzip from
+# bookworm for the dependency step.
+ARG COMPOSER_VERSION=2.8.8
+COPY composer-debian.txt /usr/src/composer-debian.txt
+# hadolint ignore=DL3003,DL3008,SC2046
+RUN apt-get update && apt-get install -y --no-install-recommends git unzip \
     && rm -rf /var/lib/apt/lists/* \
-    && printf '#!/bin/sh\nexec /usr/bin/php8.2 -d memory_limit=-1 /usr/bin/composer "$@"\n' \
+    && apt=/tmp/composer-apt && pins=/usr/src/composer-debian.txt \
+    && mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs" "$apt/root" \
+    && printf '%s\n' 'deb http://deb.debian.org/debian trixie main' \
+        'deb http://deb.debian.org/debian-security trixie-security main' > "$apt/sources.list" \
+    && opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::archives=$apt/archives" \
+        -o Dir::State::status=/dev/null -o APT::Sandbox::User=root) \
+    && apt-get "${opts[@]}" -qq update \
+    && (cd "$apt/debs" && apt-get "${opts[@]}" -qq download \
+        $(awk '!/^#/ && NF { print $1 "=" $2 }' "$pins") > /dev/null) \
+    && awk '!/^#/ && NF { v = $2; sub(":", "%3a", v); print $3 "  " $1 "_" v "_all.deb" }' "$pins" \
+        | (cd "$apt/debs" && sha256sum --quiet -c -) \
+    && for deb in "$apt"/debs/*.deb; do dpkg-deb -x "$deb" "$apt/root"; done \
+    && if [ -e /usr/share/php ] || [ -e /usr/bin/composer ]; then \
+        echo "composer: /usr/share/php or /usr/bin/composer exists already (Debian's php-*?)"; \
+        exit 1; \
+    fi \
+    && cp -a "$apt/root/usr/share/php" /usr/share/php \
+    && install -m 755 "$apt/root/usr/bin/composer" /usr/bin/composer && rm -rf "$apt" \
+    && printf '#!/bin/sh\nexec /opt/php/bin/php -d memory_limit=-1 /usr/bin/composer "$@"\n' \
         > /usr/local/bin/composer \
     && chmod 755 /usr/local/bin/composer \
-    && mkdir -p /tmp/composer-home \
-    && /opt/php/bin/php -r '$p = ["php" => PHP_VERSION]; \
-        foreach (get_loaded_extensions() as $e) { \
-            $v = preg_match("/[0-9]+(\\.[0-9]+)+/", (string) phpversion($e), $m) ? $m[0] : PHP_VERSION; \
-            $p["ext-" . strtolower(str_replace(" ", "-", $e))] = $v; } \
-        echo json_encode(["config" => ["platform" => $p]], JSON_PRETTY_PRINT), "\n";' \
-        > /tmp/composer-home/config.json \
     && if ! composer --version 2>/dev/null | grep -q "^Composer version ${COMPOSER_VERSION} "; then \
-        echo "composer ${COMPOSER_VERSION} is not what Debian installed: $(composer --version)"; \
+        echo "composer ${COMPOSER_VERSION} is not what was unpacked: $(composer --version)"; \
         exit 1; \
     fi
 COPY relink-local-static.sh /usr/local/bin/frankenphp-relink
+# The base binary, linked once per base key with an empty app (see base-local.Dockerfile), and
+# PHP's production defaults that the embedded php.ini starts from.
+COPY --from=php-src /usr/src/php-src/php.ini-production /usr/local/share/durango/php.ini-production
+WORKDIR /go/src/frankenphp-build
+COPY frankenphp/*.go ./
+COPY frankenphp/appdir/ ./appdir/
+COPY frankenphp/payload/ ./payload/
 WORKDIR /go/src/app
+RUN frankenphp-relink "/go/src/app/dist/frankenphp-linux-$(uname -m)"

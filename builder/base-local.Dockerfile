@@ -70,17 +70,39 @@ RUN make install > /dev/null \
     done \
     && php -v
 
-# Composer from Debian (pinned to its upstream version: Debian's security revisions may move),
-# run by the PHP above.
-ARG COMPOSER_VERSION=2.5.5
-# hadolint ignore=DL3008
-RUN apt-get update && apt-get install -y --no-install-recommends composer \
-    && rm -rf /var/lib/apt/lists/* \
+# Composer 2.8 from Debian trixie's packages (bookworm's is 2.5), run by the PHP above.
+# composer-debian.txt pins composer and the PHP libraries it needs (all Architecture all) by
+# version and SHA-256. apt-get downloads them through a private apt state that reads trixie's
+# signed index; they are never installed (trixie's php-cli would pull trixie's libc): their PHP
+# tree and the composer script are unpacked where Debian puts them, /usr/share/php and /usr/bin,
+# the absolute paths their autoloaders require.
+ARG COMPOSER_VERSION=2.8.8
+COPY composer-debian.txt /usr/src/composer-debian.txt
+# hadolint ignore=DL3003,SC2046
+RUN apt=/tmp/composer-apt && pins=/usr/src/composer-debian.txt \
+    && mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs" "$apt/root" \
+    && printf '%s\n' 'deb http://deb.debian.org/debian trixie main' \
+        'deb http://deb.debian.org/debian-security trixie-security main' > "$apt/sources.list" \
+    && opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::archives=$apt/archives" \
+        -o Dir::State::status=/dev/null -o APT::Sandbox::User=root) \
+    && apt-get "${opts[@]}" -qq update \
+    && (cd "$apt/debs" && apt-get "${opts[@]}" -qq download \
+        $(awk '!/^#/ && NF { print $1 "=" $2 }' "$pins") > /dev/null) \
+    && awk '!/^#/ && NF { v = $2; sub(":", "%3a", v); print $3 "  " $1 "_" v "_all.deb" }' "$pins" \
+        | (cd "$apt/debs" && sha256sum --quiet -c -) \
+    && for deb in "$apt"/debs/*.deb; do dpkg-deb -x "$deb" "$apt/root"; done \
+    && if [ -e /usr/share/php ] || [ -e /usr/bin/composer ]; then \
+        echo "composer: /usr/share/php or /usr/bin/composer exists already (Debian's php-*?)"; \
+        exit 1; \
+    fi \
+    && cp -a "$apt/root/usr/share/php" /usr/share/php \
+    && install -m 755 "$apt/root/usr/bin/composer" /usr/bin/composer && rm -rf "$apt" \
     && printf '#!/bin/sh\nexec /usr/local/bin/php -d memory_limit=-1 /usr/bin/composer "$@"\n' \
         > /usr/local/bin/composer \
     && chmod 755 /usr/local/bin/composer \
     && if ! composer --version 2>/dev/null | grep -q "^Composer version ${COMPOSER_VERSION} "; then \
-        echo "composer ${COMPOSER_VERSION} is not what Debian installed: $(composer --version)"; \
+        echo "composer ${COMPOSER_VERSION} is not what was unpacked: $(composer --version)"; \
         exit 1; \
     fi
 
@@ -100,10 +122,10 @@ RUN toolchain="golang.org/toolchain@v0.0.1-go${GO_VERSION}.linux-$(dpkg --print-
     && rm -rf /tmp/toolchain && apt-get purge -y golang-go > /dev/null && go version
 
 # FrankenPHP from its Go modules, pinned by frankenphp/go.mod and go.sum. The frankenphp module
-# is copied out of the module cache to a writable place: its app.tar is where an app is embedded.
-# Only go.mod and go.sum are read here: the command's own Go files (main.go, appdir/) come with
-# the embed stage, so changing them never rebuilds this image. Every package the command links
-# is compiled once into Go's build cache (`frankenphp-relink --warm`).
+# is used from a copy out of the module cache; its app.tar stays empty (apps are appended to the
+# binary instead).
+# Every package the command links is compiled once into Go's build cache (`frankenphp-relink
+# --warm`) before the command's own Go files are copied: changing them relinks only.
 ARG FRANKENPHP_VERSION=1.12.7
 ARG FRANKENPHP_TAGS=nobadger,nomysql,nopgx,nowatcher,nomercure
 ENV FRANKENPHP_VERSION=${FRANKENPHP_VERSION} FRANKENPHP_TAGS=${FRANKENPHP_TAGS} \
@@ -117,4 +139,14 @@ RUN go mod download && go mod verify > /dev/null \
 COPY relink-local.sh /usr/local/bin/frankenphp-relink
 RUN frankenphp-relink --warm
 
+# The base binary, linked once per base key: FrankenPHP, our command (main.go, appdir/, payload/)
+# and an empty app. The extract stage appends each app to it (builder/frankenphp/payload), so an
+# app change never links, compiles or builds an image. PHP's production defaults ride along:
+# the embedded php.ini starts from them.
+COPY frankenphp/*.go ./
+COPY frankenphp/appdir/ ./appdir/
+COPY frankenphp/payload/ ./payload/
 WORKDIR /go/src/app
+RUN frankenphp-relink "/go/src/app/dist/frankenphp-linux-$(uname -m)" \
+    && install -D -m 0644 /usr/src/php-src/php.ini-production \
+        /usr/local/share/durango/php.ini-production

@@ -2,7 +2,7 @@
 # Dependency step of the embed stage: `composer install` from composer.json + composer.lock
 # alone, before the app is copied in, so that BuildKit reuses this layer for every commit that
 # leaves those files (and the base image and repository settings) alone.
-#   usage: install-deps DEPS_DIR      (vendor/ is left in DEPS_DIR for embed-app)
+#   usage: install-deps DEPS_DIR      (vendor/ is left in DEPS_DIR for pack-deps)
 # Settings (build args): COMPOSER_REPOSITORY (a repository definition, JSON), COMPOSER_PACKAGIST
 # (false: that repository replaces Packagist). A token comes only as the BuildKit secret
 # `composer_auth` (COMPOSER_AUTH's JSON): it is read here and never written to the image.
@@ -26,13 +26,9 @@ if [ -s /run/secrets/composer_auth ]; then
     export COMPOSER_AUTH
 fi
 
+# When the repository replaces Packagist, the pipeline has already pointed the lock's download
+# locations at it (tasks/formats/composer_lock.py): only the build's copy, never the app's.
 cd "$deps"
-if [ -n "${COMPOSER_REPOSITORY:-}" ] && [ "${COMPOSER_PACKAGIST:-true}" = false ] \
-    && [ -f composer.lock ]; then
-    # The repository replaces Packagist: point the lock's download locations at it (same
-    # versions, same content hash) rather than where they were when the lock was written.
-    composer update --lock --no-install --no-scripts --no-progress --quiet
-fi
 started=$(date +%s)
 composer install --no-dev --no-scripts --no-autoloader --no-progress
 count=$(php -r 'echo count(json_decode(file_get_contents("vendor/composer/installed.json"), true)["packages"]);')

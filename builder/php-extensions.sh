@@ -3,7 +3,7 @@
 # PHP ./configure flags for the local profile. PHP is configured with --disable-all, so the
 # list is exactly what the binary gets (besides PHP's always-on core: Core, date, hash, json,
 # pcre, random, Reflection, SPL, standard). opcache is a zend_extension PHP 8.2 only builds
-# shared; the embed stage carries it inside the binary's app (embed-app.sh).
+# shared; the embed stage packs it with the app's dependencies (pack-deps.sh).
 #   usage: php-extensions LIST      (prints the flags; an unknown name is an error)
 set -eu
 flags=""

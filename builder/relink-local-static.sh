@@ -1,7 +1,8 @@
 #!/bin/sh
 # Link FrankenPHP (Caddy + the frankenphp module + our main.go/appdir) into a FULLY STATIC
 # binary: libphp.a and every library PHP uses as static archives, with glibc's libc.a.
-# Used by the embed stage of the local-static profile (base-local-static.Dockerfile).
+# Run once by the base stage of the local-static profile (base-local-static.Dockerfile), with an
+# empty app: the base binary the extract stage appends apps to.
 #   usage: relink-local-static OUTPUT
 # Tag static_glibc compiles frankenphp/nss_static.go: glibc's NSS stays on its built-in files
 # and dns services (a static binary must not dlopen NSS modules).
@@ -9,7 +10,6 @@ set -eu
 out=$1
 mkdir -p "$(dirname "$out")"
 php_version=$(php -r 'echo PHP_VERSION;')
-checksum=$(cat "$FRANKENPHP_SRC/app_checksum.txt" 2>/dev/null || true)
 
 # Setting CGO_CFLAGS replaces Go's default "-g -O2": keep -O2.
 CGO_CFLAGS="-O2 -DFRANKENPHP_VERSION=${FRANKENPHP_VERSION} $(php-config --includes)"
@@ -35,7 +35,6 @@ export CGO_CFLAGS CGO_LDFLAGS CGO_ENABLED=1
 cd "$FRANKENPHP_BUILD"
 go build -tags "${FRANKENPHP_TAGS},static_glibc" -trimpath -o "$out" -ldflags "-w -s \
     -linkmode=external -extldflags '-static' \
-    -X 'durango.invalid/frankenphp/appdir.checksum=${checksum}' \
     -X 'github.com/caddyserver/caddy/v2.CustomVersion=FrankenPHP v${FRANKENPHP_VERSION} PHP ${php_version} Caddy' \
     -X 'github.com/caddyserver/caddy/v2.CustomBinaryName=frankenphp' \
     -X 'github.com/caddyserver/caddy/v2/modules/caddyhttp.ServerHeader=FrankenPHP Caddy'" . \

@@ -8,7 +8,8 @@
 #          relink-static --print OUTPUT  print the environment and the command, run nothing
 # Differences from upstream, on purpose: the Caddy/plugin modules are the ones pinned by our
 # go.mod/go.sum (spc's xcaddy takes their latest versions, xcaddy environment.go:194-250);
-# -trimpath and the appdir checksum -X, for byte-identical binaries and our extraction folder.
+# -trimpath, for byte-identical binaries; it runs once per base, with an empty app (the extract
+# stage appends apps to the binary it makes).
 set -eu
 mode="link"
 case "${1:-}" in
@@ -49,13 +50,11 @@ CGO_LDFLAGS="${static:+$static }$(spc_config --libs)"
 export CGO_ENABLED CGO_CFLAGS CGO_LDFLAGS
 
 php_version=$("$buildroot/bin/php-config" --version)
-checksum=$(cat "$FRANKENPHP_SRC/app_checksum.txt" 2>/dev/null || true)
 pgo=/go/src/app/caddy/frankenphp/default.pgo
 ldflags="-linkmode=external -extldflags '$extld'"
 ldflags="$ldflags -X 'github.com/caddyserver/caddy/v2/modules/caddyhttp.ServerHeader=FrankenPHP Caddy'"
 ldflags="$ldflags -X 'github.com/caddyserver/caddy/v2.CustomBinaryName=frankenphp'"
 ldflags="$ldflags -X 'github.com/caddyserver/caddy/v2.CustomVersion=FrankenPHP v${FRANKENPHP_VERSION} PHP ${php_version} Caddy'"
-ldflags="$ldflags -X 'durango.invalid/frankenphp/appdir.checksum=${checksum}'"
 
 cd "$FRANKENPHP_BUILD"
 case "$mode" in

@@ -203,11 +203,16 @@ def make_local_project(
     image_prefix: str = LOCAL_IMAGES,
     extra_config: str = "",
     builder: str = "local",
+    facts: Path | None = None,
 ) -> Path:
     """A checkout of this project (real builder/ and orangescrum-ee/) building `app` with a local
-    profile. Every such project of one profile shares one base image (same name, same key)."""
+    profile. Every such project of one profile shares one base image (same name, same key). The
+    app's facts: `facts`, else the app's own app.toml (the demo app's), else the bundle's."""
+    facts = facts or (app / "app.toml" if (app / "app.toml").is_file() else None)
+    facts_line = f'app_facts = "{facts}"' if facts else ""
     pyproject = f"""builder = "{builder}"
 source = "{app}"
+{facts_line}
 php_extensions = "{PHP_EXTENSIONS}"
 base_image = "durango-ci-{builder}-base"
 embed_image = "{image_prefix}-embed"

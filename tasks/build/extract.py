@@ -1,62 +1,216 @@
-"""Stage 4, extract: the binary copied out of the embed image into the deployment bundle.
+"""Stage 4, extract: the binary of the deployment bundle, made by appending the app to the base
+binary (formats/payload.py): `[base binary][payload: the app, its embedded configuration, then
+the embed image's dependencies][trailer]`. No Go link, no PHP compile, no image build: an
+app-only commit costs one read of the app and one write of the binary.
 
-Key: the embed image ID and the binary on disk (by content). Streams in 1 MiB chunks and renames
-into place only when complete: the destination is never half-written.
+The base binary and the dependency tar are copied out of the embed image once per image and kept
+in .durango/embed/<image>/. Key: the embed image ID, the archive's content key, the embedded
+configuration (Caddyfile, php.ini, the facts' links and php.ini limits) and the binary on disk.
+The binary is written beside its destination and renamed: never half-written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
+import tarfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
-from tasks.build import embed
+from tasks.build import archive, embed
+from tasks.build.app import checked_facts, facts
+from tasks.core.errors import BuildError
+from tasks.core.files import atomic_write_text
 from tasks.core.pipeline import Pipeline, TaskDict, command_task
+from tasks.core.ports import short_id
+from tasks.formats import app_facts, payload
 
 RECORD = "extract"
+DEPS_IN_IMAGE = "/go/src/embed/deps.tar"
+PHP_BASE = ".frankenphp/php-base.ini"
+CONFIG_FILES = ("Caddyfile", "php.ini", "app-path.php")  # in builder/, embedded in .frankenphp/
+KEEP_PARTS = 2  # embed images whose parts stay in .durango/embed/ (switching back is free)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What the embed image gives every app of its lock, on the host."""
+
+    base: Path
+    deps: Path
+    names: frozenset[str]  # the entries of deps.tar (no leading ./)
+    php_base: bytes
+
+
+def _deps_index(deps: Path) -> tuple[frozenset[str], bytes]:
+    names = set()
+    php_base = b""
+    with tarfile.open(deps) as tar:
+        for member in tar:
+            name = member.name.removeprefix("./").rstrip("/")
+            names.add(name if not member.isdir() else name + "/")
+            if name == PHP_BASE:
+                extracted = tar.extractfile(member)
+                php_base = extracted.read() if extracted else b""
+    return frozenset(names), php_base
+
+
+def parts(pipe: Pipeline, image: str) -> Parts:
+    """The embed image's base binary and dependency tar, copied out once per image."""
+    root = pipe.settings.state_dir / "embed"
+    folder = root / short_id(image)
+    done = folder / "complete.json"
+    if not done.is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        path_in_image = pipe.settings.binary_path.format(arch=pipe.engine.arch())
+
+        def progress(done_bytes: int, total: int) -> None:
+            share = f" of {total / 1e6:.0f}" if total else ""
+            print(f"extract: {done_bytes / 1e6:.0f}{share} MB", flush=True)
+
+        started = time.monotonic()
+        pipe.engine.copy_file_out(image, path_in_image, folder / "base", progress)
+        pipe.engine.copy_file_out(image, DEPS_IN_IMAGE, folder / "deps.tar", progress)
+        atomic_write_text(done, json.dumps({"image": image, "binary_path": path_in_image}))
+        print(
+            f"extract: base binary and dependencies of {short_id(image)} copied out in "
+            f"{time.monotonic() - started:.1f}s",
+            flush=True,
+        )
+        others = sorted(
+            (p for p in root.iterdir() if p != folder), key=lambda p: p.stat().st_mtime
+        )
+        for old in others[: max(0, len(others) - (KEEP_PARTS - 1))]:
+            shutil.rmtree(old, ignore_errors=True)
+    names, php_base = pipe.once(f"deps-index-{image}", lambda: _deps_index(folder / "deps.tar"))
+    return Parts(folder / "base", folder / "deps.tar", names, php_base)
+
+
+def php_ini(pipe: Pipeline, php_base: bytes) -> bytes:
+    """PHP's production defaults (from the base), our settings (builder/php.ini), the app's own
+    limits (the facts' php.ini), then the session folder again: the binary's own."""
+    settings = pipe.settings
+    found = facts(pipe)
+    text = php_base.decode() if php_base else "; (the base image carries no php.ini-production)\n"
+    text += "\n; --- Durango Builder (builder/php.ini) ---\n"
+    text += (settings.builder_dir / "php.ini").read_text()
+    if found.php_ini:
+        text += f"\n; --- the app's own limits ({found.php_ini}) ---\n"
+        text += (settings.package_dir / found.php_ini).read_text()
+        text += '\n; the binary keeps its sessions where it can write them\n'
+        text += 'session.save_path = "${FRANKENPHP_SESSION_DIR}"\n'
+    return text.encode()
+
+
+def caddyfile(pipe: Pipeline) -> bytes:
+    text = (pipe.settings.builder_dir / "Caddyfile").read_text()
+    lines = text.splitlines(keepends=True)
+    root = [i for i, line in enumerate(lines) if line.strip() == "root webroot"]
+    if len(root) != 1:
+        raise BuildError("extract: builder/Caddyfile must have exactly one line `root webroot`")
+    indent = lines[root[0]][: len(lines[root[0]]) - len(lines[root[0]].lstrip())]
+    lines[root[0]] = f"{indent}root {pipe.settings.docroot}\n"
+    return "".join(lines).encode()
+
+
+def config_entries(pipe: Pipeline, php_base: bytes) -> list[payload.Entry]:
+    """The embedded configuration, under .frankenphp/ of the app."""
+    settings = pipe.settings
+    made = {
+        "Caddyfile": caddyfile(pipe),
+        "php.ini": php_ini(pipe, php_base),
+        "app-path.php": (settings.builder_dir / "app-path.php").read_bytes(),
+        "links": app_facts.links_file(facts(pipe)),
+    }
+    return [payload.Entry(f".frankenphp/{name}", "file", data) for name, data in made.items()]
+
+
+def config_key(pipe: Pipeline) -> str:
+    """What the embedded configuration is made from (not the base's part: the image ID has it)."""
+    digest = hashlib.sha256()
+    for name in CONFIG_FILES:
+        digest.update(pipe.hashes.sha256(pipe.settings.builder_dir / name).encode())
+    found = facts(pipe)
+    digest.update(app_facts.links_file(found))
+    digest.update(f"{pipe.settings.docroot}\0{found.php_ini}\0".encode())
+    digest.update(b"payload-v1")
+    return digest.hexdigest()
 
 
 def why(pipe: Pipeline) -> str | None:
     settings = pipe.settings
     record = pipe.read_record(RECORD)
     image = embed.image_id(pipe)
+    content = archive.content_key(pipe)
     if record is None:
-        return "the binary was never extracted"
-    if record["image_id"] != image:
-        return f"embed image changed: {record['image_id'][7:19]} -> {image[7:19]}"
-    if record["binary_path"] != settings.binary_path:
-        return f"binary_path changed to {settings.binary_path}"
+        return "the binary was never made"
+    if record.get("image_id") != image:
+        return (
+            f"embed image changed: {record.get('image_id', '')[7:19]} -> {image[7:19]}: the "
+            "base binary and the dependencies are copied out again and the app appended"
+        )
+    if record.get("content_key") != content:
+        return (
+            "the app changed (package/): it is appended to the same base binary again "
+            "(no link, no compile, no image build)"
+        )
+    if record.get("config_key") != config_key(pipe):
+        return "the embedded configuration changed (Caddyfile, php.ini, the facts' links or docroot)"
     if not settings.binary.exists():
         return f"{settings.binary.relative_to(settings.root)} is missing"
-    if pipe.hashes.sha256(settings.binary) != record["sha256"]:
-        return f"{settings.binary.relative_to(settings.root)} was modified since extraction"
+    if pipe.hashes.sha256(settings.binary) != record.get("sha256"):
+        return f"{settings.binary.relative_to(settings.root)} was modified since it was made"
     return None
 
 
 def run(pipe: Pipeline) -> None:
     settings = pipe.settings
-    image = embed.image_id(pipe)
-    path_in_image = settings.binary_path.format(arch=pipe.engine.arch())
-    dest = settings.binary
     started = time.monotonic()
-
-    def progress(done: int, total: int) -> None:
-        share = f" of {total / 1e6:.0f}" if total else ""
-        print(f"extract: {done / 1e6:.0f}{share} MB", flush=True)
-
+    image = embed.image_id(pipe)
+    record = archive.archived(pipe)
+    checked_facts(pipe)
+    found = parts(pipe, image)
+    entries = list(payload.tree_entries(settings.package_dir))
+    clash = sorted(
+        e.arcname for e in entries if e.kind != "dir" and e.arcname in found.names
+    ) + sorted(e.arcname for e in entries if e.arcname.split("/")[0] == ".frankenphp")
+    if clash:
+        raise BuildError(
+            f"extract: the app has {', '.join(clash[:5])}, which the build provides "
+            "(vendor/ from its lock, .frankenphp/ from the builder); remove it from the app"
+        )
+    entries += config_entries(pipe, found.php_base)
+    epoch = int(record.get("source_date_epoch", "0") or 0)
     pipe.drop_record(RECORD)
-    sha256, size = pipe.engine.copy_file_out(image, path_in_image, dest, progress)
-    pipe.hashes.remember(dest, sha256)
+    dest = settings.binary
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    trailer = payload.append(
+        found.base, lambda out: payload.write_payload(out, entries, epoch, tail=found.deps), dest
+    )
+    sha256 = pipe.hashes.sha256(dest)
     pipe.write_record(
-        RECORD, {"image_id": image, "binary_path": settings.binary_path, "sha256": sha256}
+        RECORD,
+        {
+            "image_id": image,
+            "content_key": archive.content_key(pipe),
+            "config_key": config_key(pipe),
+            "sha256": sha256,
+            "payload_sha256": trailer.hexdigest,
+        },
     )
-    seconds = time.monotonic() - started
+    size = dest.stat().st_size
     print(
-        f"extract: {dest.relative_to(settings.root)} <- {path_in_image} "
-        f"({size / 1e6:.1f} MB, sha256 {sha256[:12]}) in {seconds:.1f}s"
+        f"extract: {dest.relative_to(settings.root)} = base binary of {short_id(image)} + the app "
+        f"({trailer.size / 1e6:.1f} MB payload, {size / 1e6:.1f} MB in all, sha256 "
+        f"{sha256[:12]}) in {time.monotonic() - started:.1f}s"
     )
 
 
-DOC = "binary copied out of the embed image (key: embed image ID, binary on disk)"
+DOC = "the app appended to the embed image's base binary (key: embed image, app, configuration)"
 
 
 def task(pipe: Pipeline) -> TaskDict:
-    return command_task(pipe, DOC, lambda: run(pipe), lambda: why(pipe), ["embed"])
+    return command_task(pipe, DOC, lambda: run(pipe), lambda: why(pipe), ["archive", "embed"])

@@ -20,12 +20,15 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tasks.build import archive, base, embed
+from tasks.build import archive, base, embed, runtime
+from tasks.build.app import facts, health_path
+from tasks.build.image_stage import built_image_id
 from tasks.build.source import resolve_source
-from tasks.core.errors import FormatError, VerifyError
+from tasks.core.errors import DurangoError, FormatError, VerifyError
 from tasks.core.files import atomic_write_text
 from tasks.core.pipeline import Pipeline, TaskDict, command_task
 from tasks.core.settings import parse_statuses
+from tasks.formats import payload
 from tasks.formats.elf import linkage
 
 # Run as a script file: with an embedded app, `php-cli -r CODE` is taken for a path in the app.
@@ -61,6 +64,11 @@ def why(pipe: Pipeline) -> str | None:
     if manifest.get("sha256") != pipe.hashes.sha256(binary):
         return "the binary changed since it was verified"
     return None
+
+
+# Where verify's runs of the binary extract the app and keep its data: a folder of this run,
+# removed afterwards (production_env points the binary at it).
+_SCRATCH: list[Path] = []
 
 
 def run_binary(binary: Path, *args: str, timeout: float = 60) -> str:
@@ -137,8 +145,13 @@ def free_port() -> int:
 
 
 def production_env() -> dict[str, str]:
-    """The environment of a bare run: no PHPRC (the binary must find its php.ini by itself)."""
-    return {k: v for k, v in os.environ.items() if k not in ("PHPRC", "PHP_INI_SCAN_DIR")}
+    """The environment of a bare run: no PHPRC (the binary must find its php.ini by itself); the
+    app extracted into this run's scratch folder, not the user's cache."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PHPRC", "PHP_INI_SCAN_DIR")}
+    if _SCRATCH:
+        env["FRANKENPHP_APP_CACHE"] = str(_SCRATCH[0] / "cache")
+        env["FRANKENPHP_DATA_DIR"] = str(_SCRATCH[0] / "data")
+    return env
 
 
 def check_http(pipe: Pipeline, binary: Path) -> dict[str, object]:
@@ -155,7 +168,8 @@ def check_http(pipe: Pipeline, binary: Path) -> dict[str, object]:
     app_dir = run_binary(binary, "php-cli", ".frankenphp/app-path.php").strip()
     caddyfile = Path(app_dir) / ".frankenphp" / "Caddyfile"
     port = free_port()
-    url = f"http://127.0.0.1:{port}{settings.health_path}"
+    health = health_path(pipe)
+    url = f"http://127.0.0.1:{port}{health}"
     env = {
         **production_env(),
         # No database here (port 1 refuses at once), a throw-away salt; verify_env adds to these.
@@ -202,16 +216,54 @@ def check_http(pipe: Pipeline, binary: Path) -> dict[str, object]:
     accepted = parse_statuses(settings.health_status)
     if not any(low <= status <= high for low, high in accepted):
         raise VerifyError(
-            f"GET {settings.health_path} through the embedded Caddyfile answered {status}, not "
+            f"GET {health} through the embedded Caddyfile answered {status}, not "
             f"one of health_status {settings.health_status}: {body[:300]}"
         )
-    return {"url_path": settings.health_path, "status": status, "body": body[:2000]}
+    return {"url_path": health, "status": status, "body": body[:2000]}
+
+
+def check_payload(binary: Path) -> dict[str, object]:
+    """The appended app reads back whole: its sha256 is the trailer's."""
+    try:
+        trailer = payload.verify(binary)
+    except FormatError as exc:
+        raise VerifyError(str(exc)) from None
+    return {"sha256": trailer.hexdigest, "size": trailer.size, "offset": trailer.offset}
+
+
+def programs(pipe: Pipeline) -> dict[str, str]:
+    """Each program the app's facts say it runs, and where the runtime image has it; when the
+    runtime image of the current inputs is not built yet, say so."""
+    wanted = facts(pipe).programs
+    if not wanted:
+        return {}
+    try:
+        image = built_image_id(pipe.engine, runtime.inputs(pipe))
+    except DurangoError:
+        unknown = "unknown (the runtime image is not built yet: doit runtime)"
+        return dict.fromkeys(wanted, unknown)
+    found = runtime.programs_in(pipe, image)
+    return {name: where or "MISSING from the runtime image" for name, where in found.items()}
 
 
 def run(pipe: Pipeline) -> None:
+    with tempfile.TemporaryDirectory(prefix="durango-verify-") as scratch:
+        _SCRATCH[:] = [Path(scratch)]
+        try:
+            _run(pipe)
+        finally:
+            _SCRATCH.clear()
+            # the binary leaves its extraction read-only: make it removable
+            for folder, dirs, _files in os.walk(scratch):
+                for name in dirs:
+                    os.chmod(os.path.join(folder, name), 0o700)
+
+
+def _run(pipe: Pipeline) -> None:
     settings = pipe.settings
     binary = settings.binary
     started = time.monotonic()
+    appended = check_payload(binary)
     version = run_binary(binary, "version").strip()
     if "FrankenPHP" not in version:
         raise VerifyError(f"`version` does not name FrankenPHP: {version}")
@@ -232,6 +284,7 @@ def run(pipe: Pipeline) -> None:
     http = check_http(pipe, binary)
     source = resolve_source(pipe)
     base_inputs = base.inputs(pipe)
+    found_programs = programs(pipe)
     manifest = {
         "binary": str(binary.relative_to(settings.root)),
         "sha256": pipe.hashes.sha256(binary),
@@ -253,10 +306,14 @@ def run(pipe: Pipeline) -> None:
         },
         "extensions": loaded,
         "linkage": binary_linkage(binary),
+        "payload": appended,
+        "programs": found_programs,
         "http_check": http,
         "verified_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     atomic_write_text(manifest_path(pipe), json.dumps(manifest, indent=2) + "\n")
+    for name, where in found_programs.items():
+        print(f"verify: the app runs {name}: {where}")
     print(
         f"verify: {version}; PHP {php['php']} with {len(loaded)} extensions; "
         f"GET {http['url_path']} -> {http['status']} ({time.monotonic() - started:.1f}s); "

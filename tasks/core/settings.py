@@ -131,8 +131,15 @@ class Settings:
         "alpine:3.23", "`RUNTIME_BASE_IMAGE` of the runtime image (per profile)"
     )
     # how the app is served, and what `doit verify` asks of it
+    app_facts: Path = setting(
+        Path("orangescrum-ee/app.toml"),
+        "the app's deployment facts (docs/APP_FACTS.md): writable paths, jobs, migrations, …",
+        path,
+    )
     docroot: str = setting("webroot", "the web root the embedded Caddyfile serves")
-    health_path: str = setting("/home/healthcheck", "the path `doit verify` asks")
+    health_path: str = setting(
+        "", "the path `doit verify` asks; default: the facts' app.health_path"
+    )
     health_status: str = setting(
         "200-399,503", "the answers `doit verify` accepts (no database is configured there)"
     )
@@ -257,7 +264,7 @@ def _check(values: dict[str, object]) -> None:
     """Values that are well typed but cannot work: one clear line each, before any stage runs."""
     problems = []
     health = str(values.get("health_path", Settings.health_path))
-    if not health.startswith("/"):
+    if health and not health.startswith("/"):
         problems.append(f"health_path must start with / (got {health!r}; try '/{health}')")
     docroot = str(values.get("docroot", Settings.docroot))
     parts = Path(docroot).parts

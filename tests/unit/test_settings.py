@@ -68,10 +68,14 @@ def test_bad_configuration_is_named(
 
 
 def test_builder_profile_picks_dockerfile_and_runtime_base_unless_set(tmp_path: Path) -> None:
-    static = load_settings(tmp_path, {}, {})
-    assert (static.base_dockerfile, static.runtime_base) == ("base-build.Dockerfile", "alpine:3.23")
-    gnu = load_settings(tmp_path, {"builder": "static-gnu", "base_args": "PHP_VERSION=8.3.1"}, {})
-    assert gnu.base_args["SPC_LIBC"] == "glibc" and gnu.base_args["PHP_VERSION"] == "8.3.1"
+    static = load_settings(tmp_path, {}, {})  # production: upstream's gnu builder, glibc runtime
+    assert (static.base_dockerfile, static.runtime_base) == (
+        "base-build.Dockerfile",
+        "debian:bookworm-slim",
+    )
+    musl = load_settings(tmp_path, {"builder": "static-musl", "base_args": "PHP_VERSION=8.3.1"}, {})
+    assert musl.base_args["SPC_LIBC"] == "musl" and musl.base_args["PHP_VERSION"] == "8.3.1"
+    assert musl.runtime_base == "alpine:3.23"
     local = load_settings(tmp_path, {"builder": "local"}, {})
     assert local.base_dockerfile == "base-local.Dockerfile"
     assert local.runtime_base == "debian:bookworm-slim"
