@@ -57,8 +57,9 @@ if ($what === 'marker') {
     $marker = $facts['install_marker'];
     $path = target($app, $marker['path']);
     if (!file_exists($path)) {
-        $now = gmdate('Y-m-d H:i:s');
-        write_atomically($path, ltrim(str_replace('{now}', $now, $marker['content'])));
+        $time = time();
+        $content = str_replace(['{now}', '{timestamp}'], [gmdate('Y-m-d H:i:s', $time), (string)$time], $marker['content']);
+        write_atomically($path, ltrim($content));
         echo "Install marker: {$marker['path']} written\n";
     }
     exit(0);

@@ -32,7 +32,8 @@ is_int() {
 }
 
 # What the container is: server (default), queue (QUEUE_WORKER=true), scheduler, migrate
-# (one-shot: migrate and seed, then exit). Exit 1 for an unknown role or a bad QUEUE_WORKER.
+# (one-shot: migrate and seed, then exit), job (one-shot: run the job APP_JOB names now). Exit 1
+# for an unknown role or a bad QUEUE_WORKER.
 app_role() {
     role=${APP_ROLE:-}
     queue=$(bool_value "${QUEUE_WORKER:-false}") || return 1
@@ -40,7 +41,7 @@ app_role() {
         if [ "$queue" = true ]; then role=queue; else role=server; fi
     fi
     case "$role" in
-        server | queue | scheduler | migrate) echo "$role" ;;
+        server | queue | scheduler | migrate | job) echo "$role" ;;
         *) return 1 ;;
     esac
 }
@@ -114,7 +115,7 @@ validate_settings() {
         bool_value "$value" >/dev/null || problem "$name must be true or false (got '$value')"
     done
     if bool_value "${QUEUE_WORKER:-false}" >/dev/null && ! app_role >/dev/null; then
-        problem "APP_ROLE must be server, queue, scheduler or migrate (got '${APP_ROLE:-}')"
+        problem "APP_ROLE must be server, queue, scheduler, migrate or job (got '${APP_ROLE:-}')"
     fi
     case "${APP_URL:-}" in
         http://?* | https://?*) ;;
@@ -191,6 +192,14 @@ seed_plan() {
 
 # --- the scheduler -------------------------------------------------------------------------------
 
+# The line of the facts' jobs ("name|schedule|timeout|command") for one job name; exit 1 when
+# the facts have no such job.
+job_line() {
+    found=$(printf '%s\n' "$2" | grep "^$1|" | head -n 1)
+    [ -n "$1" ] && [ -n "$found" ] || return 1
+    printf '%s\n' "$found"
+}
+
 # One cron field against a value: *, n, a-b, */n, a-b/n and lists of them.
 cron_field_matches() {
     field=$1 value=$2 low=$3
@@ -262,20 +271,22 @@ stop_group() {
 # function; "" for none) every second whether to go on. Exit status: the command's; 124 when the
 # bound was reached; 125 when the check failed. Either way the whole group is stopped.
 watch_group() {
-    bound=$1 check=$2 waited=0
+    bound=$1 check=$2 ticks=0
     while running "$CHILD"; do
-        if [ "$bound" -gt 0 ] && [ "$waited" -ge "$bound" ]; then
-            stop_group "$CHILD"
-            wait "$CHILD" 2>/dev/null || true
-            return 124
+        if [ $((ticks % 5)) -eq 4 ]; then # a second has passed
+            if [ "$bound" -gt 0 ] && [ $(((ticks + 1) / 5)) -ge "$bound" ]; then
+                stop_group "$CHILD"
+                wait "$CHILD" 2>/dev/null || true
+                return 124
+            fi
+            if [ -n "$check" ] && ! "$check"; then
+                stop_group "$CHILD"
+                wait "$CHILD" 2>/dev/null || true
+                return 125
+            fi
         fi
-        if [ -n "$check" ] && ! "$check"; then
-            stop_group "$CHILD"
-            wait "$CHILD" 2>/dev/null || true
-            return 125
-        fi
-        sleep 1
-        waited=$((waited + 1))
+        sleep 0.2
+        ticks=$((ticks + 1))
     done
     status=0
     wait "$CHILD" || status=$?

@@ -7,6 +7,7 @@
 #   migrate    the same, then exit (a release's one-shot migration)
 #   queue      exec the queue worker (after the server has migrated)
 #   scheduler  run the app's jobs on their schedules, one at a time each
+#   job        run the job APP_JOB names once, now, and exit
 # The app's facts (app-facts.sh, generated from the bundle's app.toml) say what its files are;
 # the decisions are functions in entrypoint-lib.sh. tini runs this as PID 1's child and forwards
 # SIGTERM/SIGINT here; a running migration or job is stopped with its whole process group.
@@ -32,6 +33,9 @@ APP_URL=${APP_URL:-http://localhost:${SERVER_PORT}}
 QUEUE_COMMAND=${QUEUE_COMMAND:-queue worker}
 SEED_SENTINEL_TABLE=${FACT_SEED_SENTINEL_TABLE:-}
 RUNTIME_DIR=${TMPDIR:-/tmp}/orangescrum-entrypoint
+# Console output goes to the container log: plain text, no colour codes.
+NO_COLOR=${NO_COLOR:-1}
+export NO_COLOR
 STEP=start
 CHILD=""
 LOCK_PID=""
@@ -374,8 +378,27 @@ start() {
             echo "$$" > "$RUNTIME_DIR/scheduler.pid"
             run_scheduler
             ;;
+        job)
+            line=$(job_line "${APP_JOB:-}" "$FACT_APP_JOBS") \
+                || die "Job: the app's facts have no job '${APP_JOB:-}' (jobs: $(printf '%s\n' "$FACT_APP_JOBS" | cut -d'|' -f1 | tr '\n' ' '))"
+            name=${line%%|*} rest=${line#*|}
+            rest=${rest#*|}
+            run_job "$name" "${rest%%|*}" "${rest#*|}"
+            exit 0
+            ;;
     esac
-    log "Server: listening on :${SERVER_PORT}"
+    also=""
+    if [ "${FACT_APP_LOOPBACK_PORT:-0}" -gt 0 ] && [ "$FACT_APP_LOOPBACK_PORT" != "$SERVER_PORT" ]; then
+        lowest=$(cat /proc/sys/net/ipv4/ip_unprivileged_port_start 2>/dev/null || echo 1024)
+        if [ "$(id -u)" = 0 ] || [ "$FACT_APP_LOOPBACK_PORT" -ge "$lowest" ]; then
+            also=":$FACT_APP_LOOPBACK_PORT"
+        else
+            warn "Server: the app fetches its own pages on port $FACT_APP_LOOPBACK_PORT, which this container may not bind (net.ipv4.ip_unprivileged_port_start=$lowest); those features fail"
+        fi
+    fi
+    SERVER_ALSO_LISTEN=$also
+    export SERVER_ALSO_LISTEN
+    log "Server: listening on :${SERVER_PORT}${also:+ and $also}"
     exec "$APP_BIN" run --config "$APP_DIR/.frankenphp/Caddyfile" --adapter caddyfile
 }
 

@@ -7,7 +7,8 @@
 #   2. the Python package with its test tools
 #   3. the local base images (no registry needed), the host's extra CA certificates
 #   4. the Debian libraries the local profile's binary links (to run `doit verify` here),
-#      Debian's docker-registry (registry-cache tests) and actionlint (workflow lint)
+#      Debian's docker-registry (registry-cache tests), chromium (browser tests), actionlint
+#      (workflow lint), kubeconform and Kubernetes' schemas (manifest tests)
 # Prints one line per step; exits non-zero with the reason when something cannot be had.
 set -eu
 cd "$(dirname "$0")/.."
@@ -77,8 +78,8 @@ python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 scripts/make-local-images.sh busybox debian postgres lean
 scripts/host-ca-certs.sh
 
-packages="$(cat orangescrum-ee/debian-runtime-packages.txt) docker-registry nghttp2-client"
-log "debian packages: runtime libraries, docker-registry, h2load (served-speed benchmark)"
+packages="$(cat orangescrum-ee/debian-runtime-packages.txt) docker-registry nghttp2-client chromium"
+log "debian packages: runtime libraries, docker-registry, h2load (served-speed benchmark), chromium (browser tests)"
 # shellcheck disable=SC2086 # one word per package
 apt_install $packages
 
@@ -86,4 +87,5 @@ if ! command -v actionlint >/dev/null 2>&1; then
     log "actionlint from its Go module"
     GOBIN=/usr/local/bin go install github.com/rhysd/actionlint/cmd/actionlint@v1.7.7
 fi
+scripts/kube-schemas.sh
 log "done"

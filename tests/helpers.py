@@ -133,7 +133,7 @@ class Workspace:
             env={**os.environ, **(env or {})},
             capture_output=True,
             text=True,
-            timeout=600,
+            timeout=2400,  # a cold base image takes 10 to 15 minutes on two busy cores
         )
         run = Run(done.returncode, done.stdout + done.stderr)
         if check and run.code != 0:
@@ -255,6 +255,19 @@ DB = {"user": "orangescrum_test", "password": "test-only-3f9a1c", "name": "orang
 SALT = "test-only-salt-0123456789abcdef0123456789abcdef"
 
 
+def status(port: int, path: str) -> int:
+    """The status of GET path, redirects not followed (a redirect's target may be the app's
+    public URL, which this host does not serve)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def http(port: int, path: str, data: dict[str, str] | None = None) -> tuple[int, str]:
     body = urllib.parse.urlencode(data).encode() if data is not None else None
     try:
@@ -340,14 +353,20 @@ def wait_ready_db(
         time.sleep(0.5)
 
 
-def wait_healthy(container: Container, port: int, timeout: float = 120) -> None:
+def wait_healthy(
+    container: Container,
+    port: int,
+    timeout: float = 120,
+    path: str = "/home/healthcheck",
+    ok: tuple[int, ...] = (200,),
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         container.reload()
         if container.status == "exited":
             raise AssertionError(f"app exited:\n{container.logs().decode()}")
         try:
-            if http(port, "/home/healthcheck")[0] == 200:
+            if status(port, path) in ok:
                 return
         except OSError:
             pass
@@ -482,3 +501,114 @@ class Writer(threading.Thread):
             if status == 201:
                 self.committed.append((name, datetime.now(timezone.utc)))
             n += 1
+
+
+# --- data safety: the live generation's database and volumes, compared whole ------------------
+
+DATA_VOLUMES = ("app-uploads", "app-logs", "app-files", "app-sessions")
+# The web server's own state on the files volume (Caddy's autosave, storage-clean timestamps):
+# every start of the app rewrites it, so it is the one thing state comparisons leave out.
+SERVER_STATE = "./caddy"
+
+
+def live_values(bundle: Bundle) -> dict[str, str]:
+    """The project's live state (.durango/live/<project>.env): {} before its first restore."""
+    path = bundle.ws.root / ".durango" / "live" / f"{bundle.project}.env"
+    if not path.is_file():
+        return {}
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+def live_volume(bundle: Bundle, short: str) -> str:
+    key = "VOLUME_" + short.upper().replace("-", "_")
+    return live_values(bundle).get(key) or f"{bundle.project}_{short}"
+
+
+def live_database(bundle: Bundle) -> str:
+    return live_values(bundle).get("DB_NAME") or DB["name"]
+
+
+def db_container(bundle: Bundle) -> str:
+    return bundle.compose_run("ps", "-aq", "orangescrum-db").stdout.strip()
+
+
+def db_sql(bundle: Bundle, query: str, database: str = "postgres") -> str:
+    """A query as the bundled server's superuser (the test's user), in any database."""
+    done = subprocess.run(
+        ["docker", "exec", db_container(bundle), "psql", "-U", DB["user"], "-d", database,
+         "-XAtc", query],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def live_sql(bundle: Bundle, query: str) -> str:
+    """A query in the database the app uses now (a restore may have switched it)."""
+    return db_sql(bundle, query, live_database(bundle))
+
+
+def volume_listing(name: str) -> str:
+    """Every path of a volume with owner, mode, size and the sha256 of each file (the web
+    server's own state left out), read through a throw-away container."""
+    script = (
+        f"cd /v && find . ! -path '{SERVER_STATE}' ! -path '{SERVER_STATE}/*' "
+        "-exec stat -c '%n %u:%g %a %s' {} + | sort && "
+        f"find . -type f ! -path '{SERVER_STATE}/*' -exec sha256sum {{}} + | sort"
+    )
+    return subprocess.run(
+        ["docker", "run", "--rm", "-v", f"{name}:/v:ro", BUSYBOX, "sh", "-c", script],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def data_state(bundle: Bundle) -> tuple[str, dict[str, str]]:
+    """What must come back exactly: the rows of actions in the live database, and every file of
+    every data volume the app uses now."""
+    rows = live_sql(bundle, "SELECT string_agg(name, ',' ORDER BY id) FROM actions")
+    return rows, {short: volume_listing(live_volume(bundle, short)) for short in DATA_VOLUMES}
+
+
+def project_volumes(project: str) -> set[str]:
+    out = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return set(out.split())
+
+
+def databases(bundle: Bundle) -> set[str]:
+    return set(db_sql(bundle, "SELECT datname FROM pg_database").split())
+
+
+def wait_until(check: object, timeout: float = 120, what: str = "the event") -> None:
+    """Poll `check()` (a callable) every 50 ms until it is true."""
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"{what} never came"
+        time.sleep(0.05)
+
+
+def restore_copying(bundle: Bundle) -> bool:
+    """A restore's COPY is running: data flowing into a database (not a dump's COPY out)."""
+    query = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY % FROM stdin%'"
+    return db_sql(bundle, query) not in ("0", "")
+
+
+def doit_popen(bundle: Bundle, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "doit", *args, *bundle.settings],
+        cwd=bundle.ws.root,
+        env={**os.environ, **bundle.env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def big_data(bundle: Bundle, rows: int = 400000, upload_mb: int = 150) -> None:
+    """Enough data that each phase of a backup or restore takes seconds."""
+    bundle.sql(
+        "CREATE TABLE padding AS SELECT g, md5(g::text) || repeat(md5((g * 7)::text), 8) AS t "
+        f"FROM generate_series(1, {rows}) g"
+    )
+    bundle.app_exec(f"head -c {upload_mb}000000 /dev/urandom > /data/uploads/big.bin")

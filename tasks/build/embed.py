@@ -226,7 +226,10 @@ def image_id(pipe: Pipeline) -> str:
     return built_image_id(pipe.engine, inputs(pipe))
 
 
-DOC = "the app's dependencies packed on the base (key: base image ID, composer files, Dockerfile)"
+DOC = (
+    "the app's dependencies packed on the base (key: base image ID, composer files, "
+    "Dockerfile): an app-only commit leaves it up to date"
+)
 
 
 def task(pipe: Pipeline) -> TaskDict:

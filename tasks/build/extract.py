@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import tarfile
 import time
@@ -80,9 +81,7 @@ def parts(pipe: Pipeline, image: str) -> Parts:
             f"{time.monotonic() - started:.1f}s",
             flush=True,
         )
-        others = sorted(
-            (p for p in root.iterdir() if p != folder), key=lambda p: p.stat().st_mtime
-        )
+        others = sorted((p for p in root.iterdir() if p != folder), key=lambda p: p.stat().st_mtime)
         for old in others[: max(0, len(others) - (KEEP_PARTS - 1))]:
             shutil.rmtree(old, ignore_errors=True)
     names, php_base = pipe.once(f"deps-index-{image}", lambda: _deps_index(folder / "deps.tar"))
@@ -100,47 +99,122 @@ def php_ini(pipe: Pipeline, php_base: bytes) -> bytes:
     if found.php_ini:
         text += f"\n; --- the app's own limits ({found.php_ini}) ---\n"
         text += (settings.package_dir / found.php_ini).read_text()
-        text += '\n; the binary keeps its sessions where it can write them\n'
+        text += "\n; the binary keeps its sessions where it can write them\n"
         text += 'session.save_path = "${FRANKENPHP_SESSION_DIR}"\n'
     return text.encode()
 
 
+def writable_web_paths(pipe: Pipeline) -> str:
+    """The facts' writable paths under the web root, as URL path prefixes for a regexp
+    alternation ("/files|/temp"); one that never matches when there are none."""
+    docroot = pipe.settings.docroot.strip("/")
+    found = []
+    for link in facts(pipe).links:
+        if link.kind != "dir":
+            continue
+        if docroot in ("", "."):
+            url = "/" + link.path
+        elif link.path.startswith(docroot + "/"):
+            url = link.path[len(docroot) :]
+        else:
+            continue
+        found.append(re.escape(url))
+    return "|".join(found) or "/\\.no-writable-paths"
+
+
+def worker(pipe: Pipeline) -> tuple[list[str], list[payload.Entry]]:
+    """The facts' worker ([server] worker): the lines of php_server's `worker` block and the
+    payload's worker script and worker.json; nothing for classic mode. The script is outside
+    the web root, so `match *` sends it every request php_server gets (frankenphp/caddy v1.12.6
+    module.go:668-713; without it only a request for the script's own path would match,
+    workerconfig.go:177-202); a relative `file` is the embedded app's (workerconfig.go:158)."""
+    server = facts(pipe).server
+    if server is None:
+        return [], []
+    script = pipe.settings.builder_dir / "worker" / f"{server.worker}-worker.php"
+    if not script.is_file():
+        raise BuildError(f"extract: builder/worker/{script.name} is missing (server.worker)")
+    lines = [
+        "worker {",
+        f"\tfile .frankenphp/{script.name}",
+        f"\tnum {{$FRANKENPHP_WORKERS:{server.workers}}}",
+        "\tmatch *",
+        "}",
+    ]
+    entries = [
+        payload.Entry(f".frankenphp/{script.name}", "file", script.read_bytes()),
+        payload.Entry(
+            ".frankenphp/worker.json",
+            "file",
+            app_facts.worker_json(facts(pipe), pipe.settings.docroot),
+        ),
+    ]
+    return lines, entries
+
+
 def caddyfile(pipe: Pipeline) -> bytes:
+    """builder/Caddyfile with the docroot setting in every `root webroot` line, the app's
+    writable web paths where WRITABLE_WEB_PATHS stands and the facts' worker in php_server."""
     text = (pipe.settings.builder_dir / "Caddyfile").read_text()
+    text = text.replace("WRITABLE_WEB_PATHS", writable_web_paths(pipe))
     lines = text.splitlines(keepends=True)
-    root = [i for i, line in enumerate(lines) if line.strip() == "root webroot"]
-    if len(root) != 1:
-        raise BuildError("extract: builder/Caddyfile must have exactly one line `root webroot`")
-    indent = lines[root[0]][: len(lines[root[0]]) - len(lines[root[0]].lstrip())]
-    lines[root[0]] = f"{indent}root {pipe.settings.docroot}\n"
+    roots = [i for i, line in enumerate(lines) if line.strip() == "root webroot"]
+    if not roots:
+        raise BuildError("extract: builder/Caddyfile has no line `root webroot` to set docroot in")
+    for i in roots:
+        indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
+        lines[i] = f"{indent}root {pipe.settings.docroot}\n"
+    block, _ = worker(pipe)
+    if block:
+        opening = [i for i, line in enumerate(lines) if line.strip() == "php_server {"]
+        if len(opening) != 1:
+            raise BuildError("extract: builder/Caddyfile needs one `php_server {` for the worker")
+        at = opening[0]
+        indent = lines[at][: len(lines[at]) - len(lines[at].lstrip())] + "\t"
+        lines[at + 1 : at + 1] = [f"{indent}{line}\n" for line in block]
     return "".join(lines).encode()
 
 
 def config_entries(pipe: Pipeline, php_base: bytes) -> list[payload.Entry]:
     """The embedded configuration, under .frankenphp/ of the app."""
     settings = pipe.settings
+    missing = [n for n in CONFIG_FILES if not (settings.builder_dir / n).is_file()]
+    if missing:
+        raise BuildError(f"extract: builder/{missing[0]} is missing (the binary embeds it)")
     made = {
         "Caddyfile": caddyfile(pipe),
         "php.ini": php_ini(pipe, php_base),
         "app-path.php": (settings.builder_dir / "app-path.php").read_bytes(),
         "links": app_facts.links_file(facts(pipe)),
     }
-    return [payload.Entry(f".frankenphp/{name}", "file", data) for name, data in made.items()]
+    entries = [payload.Entry(f".frankenphp/{name}", "file", data) for name, data in made.items()]
+    return entries + worker(pipe)[1]
 
 
 def config_key(pipe: Pipeline) -> str:
     """What the embedded configuration is made from (not the base's part: the image ID has it)."""
     digest = hashlib.sha256()
     for name in CONFIG_FILES:
-        digest.update(pipe.hashes.sha256(pipe.settings.builder_dir / name).encode())
+        path = pipe.settings.builder_dir / name
+        digest.update(pipe.hashes.sha256(path).encode() if path.is_file() else b"missing")
     found = facts(pipe)
     digest.update(app_facts.links_file(found))
     digest.update(f"{pipe.settings.docroot}\0{found.php_ini}\0".encode())
+    for entry in worker(pipe)[1]:
+        data = entry.source if isinstance(entry.source, bytes) else b""
+        digest.update(entry.arcname.encode() + b"\0" + hashlib.sha256(data).digest())
     digest.update(b"payload-v1")
     return digest.hexdigest()
 
 
 def why(pipe: Pipeline) -> str | None:
+    pending = archive.why(pipe)
+    if pending:  # the app moves first: say what that will cost here
+        return (
+            f"the app will be archived again ({pending}), then appended to the base binary of "
+            "the embed image: no link, no compile, no image build (unless composer.json or "
+            "composer.lock change, which rebuild the embed image's dependencies first)"
+        )
     settings = pipe.settings
     record = pipe.read_record(RECORD)
     image = embed.image_id(pipe)
@@ -158,7 +232,10 @@ def why(pipe: Pipeline) -> str | None:
             "(no link, no compile, no image build)"
         )
     if record.get("config_key") != config_key(pipe):
-        return "the embedded configuration changed (Caddyfile, php.ini, the facts' links or docroot)"
+        return (
+            "the embedded configuration changed (Caddyfile, php.ini, the facts' links, worker "
+            "or docroot)"
+        )
     if not settings.binary.exists():
         return f"{settings.binary.relative_to(settings.root)} is missing"
     if pipe.hashes.sha256(settings.binary) != record.get("sha256"):

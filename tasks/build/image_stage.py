@@ -178,12 +178,15 @@ def ensure_image(
         KEY_LABEL: inputs.key,
         INPUTS_LABEL: json.dumps(inputs.described(), sort_keys=True, separators=(",", ":")),
     }
+    # An image that must pass a check gets `latest` only once it has: a refused build leaves
+    # `latest` where it was.
+    tags = [inputs.tag] if inputs.check is not None else [inputs.tag, f"{inputs.name}:latest"]
     built = engine.build(
         BuildRequest(
             stage=inputs.stage,
             write_context=inputs.write_context,
             dockerfile=inputs.dockerfile,
-            tags=[inputs.tag, f"{inputs.name}:latest"],
+            tags=tags,
             build_args=inputs.build_args,
             labels=all_labels,
             secrets=inputs.secrets,
@@ -196,9 +199,9 @@ def ensure_image(
         try:
             inputs.check(image_id)
         except DurangoError:
-            for tag in (inputs.tag, f"{inputs.name}:latest"):
-                engine.untag(tag)
+            engine.untag(inputs.tag)
             raise
+        engine.tag(image_id, inputs.name, "latest")
     for line in inputs.report(built.log) if inputs.report else []:
         print(f"{inputs.stage}: {line}", flush=True)
     print(

@@ -3,7 +3,8 @@ runs, as data, so that no code names an app's files. Read and checked here, once
 then hands each consumer the form it reads:
 
 - the extract stage: the links file inside the payload (`.frankenphp/links`: which app paths
-  live in the data folder, on volumes) and the app's php.ini limits;
+  live in the data folder, on volumes), the app's php.ini limits and, when `[server]` names a
+  worker, the worker's `.frankenphp/worker.json`;
 - the runtime stage: `app-facts.sh` (sourced by the entrypoint) and `app-facts.json` (read by the
   PHP that writes the app's local config), both generated into the runtime image;
 - `doit verify`: the external programs the app runs.
@@ -55,9 +56,29 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Server:
+    """`[server] worker`: the app kept booted between requests by a FrankenPHP worker script of
+    the builder (builder/worker/<worker>-worker.php), configured by the rest of the table."""
+
+    worker: str  # one of WORKERS
+    workers: int = 0  # worker threads; 0: FrankenPHP's default (2 x CPUs)
+    max_requests: int = 0  # the worker boots again after this many requests; 0: never
+    new_constants: str = "restart"  # a request that define()s constants: "restart" or "keep"
+    application: str = "App\\Application"  # the app's HTTP application class
+    config_dir: str = "config"
+    front_controller: str = "index.php"  # under the web root: what SCRIPT_NAME names
+    boot_url_env: str = ""  # the boot sees a request to this URL (an environment variable)
+    watch: tuple[str, ...] | None = None  # files whose change reboots; None: the file links
+
+
+WORKERS = ("cakephp",)
+
+
+@dataclass(frozen=True)
 class Facts:
     console: str = "bin/cake.php"
     health_path: str = "/healthz"
+    loopback_port: int = 0  # the app fetches its own pages over http on this port (0: never)
     config_template: str = ""
     config_output: str = ""
     config_replace: Mapping[str, str] = field(default_factory=dict)
@@ -65,6 +86,8 @@ class Facts:
     marker_content: str = ""
     plugins: tuple[str, ...] | None = None  # None: discovered from plugins/*/config/Migrations
     migration_args: tuple[str, ...] = ()
+    migration_table: str = "phinxlog"  # the app's migration log (applied versions)
+    plugin_migration_table: str = "{plugin}_phinxlog"  # a plugin's ({plugin}: its name, snake_case)
     sentinel_table: str = ""
     seed_before: tuple[str, ...] = ()
     seed_after: tuple[str, ...] = ()
@@ -74,6 +97,7 @@ class Facts:
     php_ini: str = ""
     programs: tuple[str, ...] = ()
     environment: Mapping[str, str] = field(default_factory=dict)
+    server: Server | None = None  # None: classic PHP, the app booted for every request
 
 
 def _app_path(where: str, value: object, *, allow_empty: bool = False) -> str:
@@ -99,6 +123,68 @@ def _table(data: Mapping[str, object], key: str) -> Mapping[str, object]:
     if not isinstance(value, dict):
         raise ConfigError(f"[{key}] must be a table")
     return value
+
+
+def _log_table(origin: str, migrations: Mapping[str, object], key: str, default: str) -> str:
+    """A migration log table's name; a plugin's has `{plugin}` where the plugin's name goes."""
+    value = migrations.get(key, default)
+    plain = value.replace("{plugin}", "x") if isinstance(value, str) else ""
+    if not _TABLE.match(plain) or (key.startswith("plugin") != ("{plugin}" in str(value))):
+        need = " with {plugin} in it" if key.startswith("plugin") else ""
+        raise ConfigError(f"{origin}: migrations.{key} must be a table name{need}, not {value!r}")
+    return str(value)
+
+
+def _server(origin: str, table: Mapping[str, object]) -> Server | None:
+    """`[server]`: None unless it names a worker; every key checked, one line each."""
+    known = {"worker", "workers", "max_requests", "new_constants", "application", "config_dir"}
+    known |= {"front_controller", "boot_url_env", "watch"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{origin}: server.{unknown[0]} is not a key; known: {sorted(known)}")
+    worker = table.get("worker", "")
+    if worker in ("", "none"):
+        return None
+    if worker not in WORKERS:
+        raise ConfigError(f"{origin}: server.worker must be one of {list(WORKERS)}, not {worker!r}")
+    counts = {}
+    for key in ("workers", "max_requests"):
+        value = table.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"{origin}: server.{key} must be a whole number >= 0, not {value!r}")
+        counts[key] = value
+    constants = table.get("new_constants", "restart")
+    if constants not in ("restart", "keep"):
+        raise ConfigError(f"{origin}: server.new_constants must be restart or keep")
+    application = table.get("application", "App\\Application")
+    if not isinstance(application, str) or not re.fullmatch(
+        r"\\?[A-Za-z_][A-Za-z0-9_]*(\\[A-Za-z_][A-Za-z0-9_]*)*", application
+    ):
+        raise ConfigError(f"{origin}: server.application must be a PHP class name")
+    front = _app_path(
+        f"{origin}: server.front_controller", table.get("front_controller", "index.php")
+    )
+    if not front.endswith(".php"):
+        raise ConfigError(f"{origin}: server.front_controller must be a .php file")
+    boot_url = table.get("boot_url_env", "")
+    if not isinstance(boot_url, str) or (boot_url and not _NAME.match(boot_url)):
+        raise ConfigError(f"{origin}: server.boot_url_env must be an environment variable name")
+    return Server(
+        worker=str(worker),
+        workers=counts["workers"],
+        max_requests=counts["max_requests"],
+        new_constants=str(constants),
+        application=application.lstrip("\\"),
+        config_dir=_app_path(f"{origin}: server.config_dir", table.get("config_dir", "config")),
+        front_controller=front,
+        boot_url_env=boot_url,
+        watch=None
+        if "watch" not in table
+        else tuple(
+            _app_path(f"{origin}: server.watch", p)
+            for p in _strings(f"{origin}: server.watch", table["watch"])
+        ),
+    )
 
 
 def check_schedule(where: str, schedule: str) -> None:
@@ -130,7 +216,7 @@ def parse(text: str, origin: str = "app.toml") -> Facts:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{origin}: {exc}") from None
     known = {"app", "local_config", "install_marker", "migrations", "seed", "paths", "logs"}
-    known |= {"jobs", "php", "programs", "environment"}
+    known |= {"jobs", "php", "programs", "environment", "server"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
@@ -192,9 +278,13 @@ def parse(text: str, origin: str = "app.toml") -> Facts:
         r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*", health
     ):
         raise ConfigError(f"{origin}: app.health_path must be a URL path starting with /")
+    loopback = app.get("loopback_http_port", 0)
+    if not isinstance(loopback, int) or not 0 <= loopback <= 65535:
+        raise ConfigError(f"{origin}: app.loopback_http_port must be a port number")
     return Facts(
         console=_app_path(f"{origin}: app.console", app.get("console", "bin/cake.php")),
         health_path=health,
+        loopback_port=loopback,
         config_template=template,
         config_output=output,
         config_replace={str(k): str(v) for k, v in replace.items()},
@@ -204,6 +294,10 @@ def parse(text: str, origin: str = "app.toml") -> Facts:
         marker_content=str(marker.get("content", "")),
         plugins=plugins,
         migration_args=_strings(f"{origin}: migrations.args", migrations.get("args", [])),
+        migration_table=_log_table(origin, migrations, "log_table", "phinxlog"),
+        plugin_migration_table=_log_table(
+            origin, migrations, "plugin_log_table", "{plugin}_phinxlog"
+        ),
         sentinel_table=sentinel,
         seed_before=tuple(
             _app_path(f"{origin}: seed.before", p)
@@ -224,6 +318,7 @@ def parse(text: str, origin: str = "app.toml") -> Facts:
         ),
         programs=programs,
         environment={str(k): str(v) for k, v in environment.items()},
+        server=_server(origin, _table(data, "server")),
     )
 
 
@@ -247,6 +342,10 @@ def check_against_app(facts: Facts, app: Path, origin: str) -> None:
     for key, rel in wanted:
         if not (app / rel).is_file():
             raise ConfigError(f"{origin}: {key} {rel!r} is not a file of the app")
+    if facts.server and not (app / facts.server.config_dir).is_dir():
+        raise ConfigError(
+            f"{origin}: server.config_dir {facts.server.config_dir!r} is not a folder"
+        )
     for plugin in facts.plugins or ():
         if not (app / "plugins" / plugin / "config" / "Migrations").is_dir():
             raise ConfigError(
@@ -262,6 +361,28 @@ def links_file(facts: Facts) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def worker_json(facts: Facts, docroot: str) -> bytes:
+    """`.frankenphp/worker.json`: what the worker script reads at boot ([server] and the web
+    root). The watched files default to the app's file links: what it writes at run time."""
+    server = facts.server
+    if server is None:
+        raise ValueError("the facts name no worker")
+    watch = server.watch
+    if watch is None:
+        watch = tuple(link.path for link in facts.links if link.kind == "file")
+    data = {
+        "application": server.application,
+        "boot_url_env": server.boot_url_env,
+        "config_dir": server.config_dir,
+        "docroot": docroot.strip("/") or ".",
+        "front_controller": server.front_controller,
+        "max_requests": server.max_requests,
+        "new_constants": server.new_constants,
+        "watch": list(watch),
+    }
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
 def _quote(value: str) -> str:
     return shlex.quote(value)
 
@@ -272,6 +393,7 @@ def shell(facts: Facts) -> bytes:
     values = {
         "APP_CONSOLE": facts.console,
         "APP_HEALTH_PATH": facts.health_path,
+        "APP_LOOPBACK_PORT": str(facts.loopback_port),
         "APP_LOCAL_CONFIG": facts.config_output,
         "APP_INSTALL_MARKER": facts.marker_path,
         "MIGRATION_PLUGINS": "discover" if facts.plugins is None else " ".join(facts.plugins),

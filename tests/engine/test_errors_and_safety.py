@@ -81,22 +81,28 @@ def _sha(path: Path) -> str:
 def test_interrupted_extraction_leaves_the_destination_untouched(
     built: Workspace, sig: signal.Signals
 ) -> None:
-    before = _sha(built.binary)
+    """Interrupted while the binary is written (its temp file appeared and grows): the
+    destination is as it was, no temp file is left, and the next run makes it whole."""
     assert built.doit("embed", "embed_args=PAD_MB=600").executed == ["embed"]
+    assert built.doit("extract", "embed_args=PAD_MB=600").executed == ["extract"]  # copied out
+    built.app.write("webroot/index.php", "<?php echo 'interrupted';\n")
+    built.app.commit("to append again")
+    assert built.doit("archive").executed == ["archive"]
+    before = _sha(built.binary)
 
     proc = built.popen("extract", "embed_args=PAD_MB=600")
     parts: list[Path] = []
     deadline = time.monotonic() + 60
     while not parts and time.monotonic() < deadline and proc.poll() is None:
-        parts = [p for p in built.binary.parent.glob(".*.part") if p.stat().st_size > 0]
+        parts = [p for p in built.binary.parent.glob(".*.tmp") if p.stat().st_size > 0]
         time.sleep(0.005)
-    assert parts, "extraction finished before it could be interrupted"
+    assert parts, "the binary was written before it could be interrupted"
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=60)
 
     assert proc.returncode != 0, out
     assert _sha(built.binary) == before
-    assert list(built.binary.parent.glob(".*.part")) == []
+    assert list(built.binary.parent.glob(".*.tmp")) == []
     rerun = built.doit("extract", "embed_args=PAD_MB=600")
     assert rerun.executed == ["extract"]
     assert built.binary.stat().st_size > 600 * 1024 * 1024

@@ -37,16 +37,20 @@ def test_first_run_builds_every_stage_and_second_run_does_nothing(built: Workspa
     assert (built.root / "package" / "webroot" / "index.php").read_text().startswith("<?php")
 
 
-def test_app_commit_reruns_all_but_base(built: Workspace) -> None:
+def test_app_commit_rebuilds_no_image_but_the_runtime(built: Workspace) -> None:
+    """An app-only commit: the app is appended to the same base binary; base and embed (the
+    dependencies) are untouched."""
     base_id = built.engine.images.get(f"{built.image('base')}:latest").id
+    embed_id = built.engine.images.get(f"{built.image('embed')}:latest").id
     built.app.write("webroot/index.php", "<?php echo 'hello v2';\n")
     built.app.commit("v2")
 
     run = built.doit()
 
-    assert run.executed == ["archive", "embed", "extract", "runtime"]
-    assert run.uptodate == ["base"]
+    assert run.executed == ["archive", "extract", "runtime"]
+    assert run.uptodate == ["base", "embed"]
     assert built.engine.images.get(f"{built.image('base')}:latest").id == base_id
+    assert built.engine.images.get(f"{built.image('embed')}:latest").id == embed_id
     assert b"hello v2" in built.binary.read_bytes()
     container_binary = built.engine.containers.run(
         f"{built.image('runtime')}:latest", ["cat", "/usr/local/bin/orangescrum-ee"], remove=True

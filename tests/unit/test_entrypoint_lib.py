@@ -105,7 +105,7 @@ def test_good_settings_pass() -> None:
         ("RUN_SEEDERS", "always", "RUN_SEEDERS must be auto, true, force or false"),
         ("SKIP_MIGRATIONS", "maybe", "SKIP_MIGRATIONS must be true or false"),
         ("QUEUE_WORKER", "sometimes", "QUEUE_WORKER must be true or false"),
-        ("APP_ROLE", "worker", "APP_ROLE must be server, queue, scheduler or migrate"),
+        ("APP_ROLE", "worker", "APP_ROLE must be server, queue, scheduler, migrate or job"),
         ("APP_URL", "localhost:8080", "APP_URL must be the app's public URL"),
         ("SEED_SENTINEL_TABLE", "actions'; DROP TABLE x; --", "is not a table name"),
     ],
@@ -201,3 +201,13 @@ def test_a_failing_check_stops_the_step_at_once(tmp_path: Path) -> None:
 
 def test_a_step_keeps_its_own_exit_status() -> None:
     assert "rc=7" in sh("start_group sh -c 'exit 7'; watch_group 5 ''; echo rc=$?").stdout
+
+
+def test_a_job_is_found_by_name_in_the_facts() -> None:
+    jobs = (
+        "queue-worker|* * * * *|58|queue worker --max-runtime 45\n"
+        "recurring-task|*/30 * * * *|0|recurring_task"
+    )
+    found = sh(f"job_line recurring-task '{jobs}'")
+    assert found.stdout.strip() == "recurring-task|*/30 * * * *|0|recurring_task"
+    assert sh(f"job_line nightly '{jobs}'").returncode == 1
