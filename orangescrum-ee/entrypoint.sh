@@ -107,7 +107,10 @@ derive_app_environment() {
 locate_app() {
     STEP="app"
     APP_DIR=$("$APP_BIN" php-cli .frankenphp/app-path.php) || die "App: the binary cannot run its embedded app"
-    APP_VERSION=$(cd "$APP_DIR" && "$APP_BIN" php-cli "$FACT_APP_CONSOLE" version 2>/dev/null | head -n 1) || APP_VERSION=unknown
+    APP_VERSION=unknown
+    if [ -n "$FACT_APP_CONSOLE" ]; then
+        APP_VERSION=$(cd "$APP_DIR" && "$APP_BIN" php-cli "$FACT_APP_CONSOLE" version 2>/dev/null | head -n 1) || APP_VERSION=unknown
+    fi
     log "App: ${APP_VERSION:-unknown} in $APP_DIR"
 }
 
@@ -207,6 +210,10 @@ run_migrations() {
         log "Migrations: skipped (SKIP_MIGRATIONS=$SKIP_MIGRATIONS)"
         return 0
     fi
+    if [ -z "$FACT_APP_CONSOLE" ]; then
+        log "Migrations: none (the app's facts name no console)"
+        return 0
+    fi
     plugins=$(migration_plugins "$FACT_MIGRATION_PLUGINS" "$APP_DIR")
     set -f
     # shellcheck disable=SC2086 # the facts' arguments are words
@@ -283,6 +290,10 @@ run_seed_steps() {
 
 seed_database() {
     STEP="database seeding"
+    if [ -z "$FACT_APP_CONSOLE" ]; then
+        log "Database seeding: none (the app's facts name no console)"
+        return 0
+    fi
     state=$(seed_state) || die "Database seeding: cannot read the durango_seed marker; not guessing"
     rows=$(sentinel_rows) || die "Database seeding: cannot count ${SEED_SENTINEL_TABLE}; not guessing"
     plan=$(seed_plan "$RUN_SEEDERS" "$state" "$rows") || die "Database seeding: $plan"

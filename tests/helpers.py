@@ -27,6 +27,7 @@ from docker.models.containers import Container
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE_PROJECT = Path(__file__).resolve().parent / "fixtures" / "project"
+NO_FACTS = Path(__file__).resolve().parent / "fixtures" / "no-facts.toml"
 BUSYBOX = "durango-local/busybox:latest"
 STAGES = ["archive", "base", "embed", "extract", "runtime"]
 LOCAL_IMAGES = "durango-ci-local"  # stable names: later runs reuse the images through their keys
@@ -207,9 +208,9 @@ def make_local_project(
 ) -> Path:
     """A checkout of this project (real builder/ and orangescrum-ee/) building `app` with a local
     profile. Every such project of one profile shares one base image (same name, same key). The
-    app's facts: `facts`, else the app's own app.toml (the demo app's), else the bundle's."""
-    facts = facts or (app / "app.toml" if (app / "app.toml").is_file() else None)
-    facts_line = f'app_facts = "{facts}"' if facts else ""
+    app's facts: `facts`, else the app's own app.toml (the demo app's), else none."""
+    facts = facts or (app / "app.toml" if (app / "app.toml").is_file() else NO_FACTS)
+    facts_line = f'app_facts = "{facts}"'
     pyproject = f"""builder = "{builder}"
 source = "{app}"
 {facts_line}

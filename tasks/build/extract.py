@@ -248,6 +248,7 @@ def run(pipe: Pipeline) -> None:
     started = time.monotonic()
     image = embed.image_id(pipe)
     record = archive.archived(pipe)
+    archive.check_app(pipe)
     checked_facts(pipe)
     found = parts(pipe, image)
     entries = list(payload.tree_entries(settings.package_dir))

@@ -13,7 +13,7 @@ import fnmatch
 import os
 from pathlib import Path
 
-from tasks.build.app import facts
+from tasks.build.app import facts, facts_path
 from tasks.build.content import ContextFile, context_files, file_digests, read_by
 from tasks.build.image_stage import ImageInputs, base_image_ids, stage_task
 from tasks.core.errors import BuildError, EngineError
@@ -124,7 +124,7 @@ def check_programs(pipe: Pipeline, image_id: str) -> None:
     if missing:
         raise BuildError(
             f"runtime: the image built on {pipe.settings.runtime_base} lacks {', '.join(missing)}, "
-            f"which the app runs ({pipe.settings.app_facts}: programs.exec); install them in the "
+            f"which the app runs ({facts_path(pipe)}: programs.exec); install them in the "
             "runtime Dockerfile (debian-app-packages.txt) or remove them from the facts knowingly"
         )
 

@@ -72,6 +72,21 @@ def build_args(key: str, value: object, origin: str) -> object:
     raise ConfigError(f"{origin}: {key} must be a table of NAME = value")
 
 
+def words(key: str, value: object, origin: str) -> object:
+    """`"A=1 B=x,y"` (space-separated, commas kept: mount options have them) or a TOML table."""
+    if isinstance(value, Mapping):
+        return {str(k): str(v) for k, v in value.items()}
+    if not isinstance(value, str):
+        raise ConfigError(f"{origin}: {key} must be NAME=value words or a table")
+    found = {}
+    for item in value.split():
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"{origin}: {key}: {item!r} is not of the form NAME=value")
+        found[name] = text
+    return found
+
+
 def path(key: str, value: object, origin: str) -> object:
     """A path, relative to the project unless absolute (resolved by load_settings)."""
     return text(key, value, origin)
@@ -131,9 +146,10 @@ class Settings:
         "alpine:3.23", "`RUNTIME_BASE_IMAGE` of the runtime image (per profile)"
     )
     # how the app is served, and what `doit verify` asks of it
-    app_facts: Path = setting(
-        Path("orangescrum-ee/app.toml"),
-        "the app's deployment facts (docs/APP_FACTS.md): writable paths, jobs, migrations, …",
+    app_facts: Path | None = setting(
+        None,
+        "the app's deployment facts (docs/APP_FACTS.md); default: the app's own `app.toml` if "
+        "it has one, else `orangescrum-ee/app.toml`",
         path,
     )
     docroot: str = setting("webroot", "the web root the embedded Caddyfile serves")
@@ -156,7 +172,6 @@ class Settings:
     composer_auth: Path | None = setting(
         None, "a file with the Composer token (a build secret); default `$COMPOSER_AUTH`", path
     )
-    composer_scripts: bool = setting(False, "run the app's `post-install-cmd`", flag)
     embed_network: str = setting("", "`none`: the embed build's steps get no network")
     embed_no_cache: bool = setting(False, "build the embed stage without BuildKit's cache", flag)
     # the deployment bundle; a tenant picks its own env file, compose project and backups
@@ -180,6 +195,54 @@ class Settings:
     backup_keep: int = setting(7, "how many backups of each kind are kept", count)
     backup_client_image: str = setting(
         "", "an image whose `pg_dump` is as new as an external server (default: the app image)"
+    )
+    # tenants on a shared PostgreSQL server
+    tenant_connection_limit: int = setting(
+        20,
+        "connections one tenant's role may hold on the shared server (its CONNECTION LIMIT)",
+        count,
+    )
+    # releases (`doit deploy`, `doit rollback`, docs/RELEASES.md)
+    keep_releases: int = setting(
+        3,
+        "releases besides the serving one whose images `doit prune` keeps (rollback targets)",
+        count,
+    )
+    proxy_image: str = setting(
+        "orangescrum-proxy", "image name of the release proxy (HAProxy, orangescrum-ee/proxy/)"
+    )
+    health_timeout: int = setting(
+        180,
+        "seconds a new release may take to answer its health path before deploy gives up",
+        count,
+    )
+    drain_timeout: int = setting(
+        60, "seconds the old release may take to finish its requests before it is stopped", count
+    )
+    to: str = setting(
+        "", "`doit rollback to=KEY`: the release to go back to (default: the one before)"
+    )
+    # beyond one host (docs/SWARM.md, docs/KUBERNETES.md)
+    replicas: int = setting(
+        2, "app replicas of the Swarm stack and the Kubernetes manifests", count
+    )
+    swarm_stack: str = setting("", "the Swarm stack's name (default: compose_project)")
+    swarm_host: str = setting(
+        "",
+        "the swarm manager's engine (a DOCKER_HOST value) when it is not the engine that builds; "
+        "every node must have the images",
+    )
+    swarm_volume_driver: str = setting(
+        "local", "volume driver of the stack's shared volumes (uploads, files, sessions)"
+    )
+    swarm_volume_options: Mapping[str, str] = setting(
+        {},
+        "its driver options, `{volume}` replaced by each volume's name: "
+        '`"type=nfs o=addr=10.0.0.5,rw,nfsvers=4 device=:/exports/orangescrum/{volume}"`',
+        words,
+    )
+    kube_storage_class: str = setting(
+        "", "storage class of the Kubernetes manifests' shared claim (ReadWriteMany)"
     )
 
     @property
@@ -207,6 +270,14 @@ class Settings:
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "root"}
 KEYS = tuple(_FIELDS)
 _PATHS = {name for name, f in _FIELDS.items() if f.metadata["parse"] is path}
+# Settings that no longer exist, and what replaced them: named when someone still gives one.
+_RETIRED = {
+    "composer_scripts": (
+        "composer_scripts is gone: the dependency step no longer sees the app (an app-only change "
+        "must not rebuild it), so the app's post-install-cmd cannot run there; write what it "
+        "makes through the app's facts (docs/APP_FACTS.md: local_config, paths) or commit it"
+    ),
+}
 _ONE_SHOT = {
     "confirm": "doit restore --confirm",
     "drop_database": "doit restore --confirm --drop-database",
@@ -229,6 +300,9 @@ def _unknown(names: list[str], origin: str) -> ConfigError:
     """One line per unknown name, with the closest known key (or the task flag) to use."""
     lines = []
     for name in names:
+        if name in _RETIRED:
+            lines.append(f"{origin}: {_RETIRED[name]}")
+            continue
         if name in _ONE_SHOT:
             lines.append(f"{origin}: {name} is not a setting; give it per run: {_ONE_SHOT[name]}")
             continue
@@ -355,7 +429,7 @@ def load_settings(
         default = _FIELDS[key].default
         raw = values.get(key, default)
         if raw is None or raw == "":
-            values[key] = None if key == "composer_auth" else default
+            values[key] = None if key in ("composer_auth", "app_facts") else default
             continue
         path = Path(os.path.expanduser(str(raw)))
         values[key] = path if path.is_absolute() else root / path

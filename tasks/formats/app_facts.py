@@ -76,7 +76,7 @@ WORKERS = ("cakephp",)
 
 @dataclass(frozen=True)
 class Facts:
-    console: str = "bin/cake.php"
+    console: str = ""  # none: no migrations, seeds or jobs to run
     health_path: str = "/healthz"
     loopback_port: int = 0  # the app fetches its own pages over http on this port (0: never)
     config_template: str = ""
@@ -278,11 +278,14 @@ def parse(text: str, origin: str = "app.toml") -> Facts:
         r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*", health
     ):
         raise ConfigError(f"{origin}: app.health_path must be a URL path starting with /")
+    console = _app_path(f"{origin}: app.console", app.get("console", ""), allow_empty=True)
+    if jobs and not console:
+        raise ConfigError(f"{origin}: [jobs] need app.console (the command the jobs run)")
     loopback = app.get("loopback_http_port", 0)
     if not isinstance(loopback, int) or not 0 <= loopback <= 65535:
         raise ConfigError(f"{origin}: app.loopback_http_port must be a port number")
     return Facts(
-        console=_app_path(f"{origin}: app.console", app.get("console", "bin/cake.php")),
+        console=console,
         health_path=health,
         loopback_port=loopback,
         config_template=template,
@@ -332,7 +335,7 @@ def load(path: Path) -> Facts:
 
 def check_against_app(facts: Facts, app: Path, origin: str) -> None:
     """What the facts name exists in the archived app (one line for the first that does not)."""
-    wanted = [("app.console", facts.console)]
+    wanted = [("app.console", facts.console)] if facts.console else []
     if facts.config_template:
         wanted.append(("local_config.template", facts.config_template))
     wanted += [("seed.before", p) for p in facts.seed_before]

@@ -110,7 +110,7 @@ def test_verify_fails_when_the_health_path_does_not_answer_as_configured(
 
 
 def test_a_docroot_the_app_lacks_fails_right_after_the_archive(public_app: PublicApp) -> None:
-    run = public_app.workspace.doit("embed", "docroot=webroot", check=False)
+    run = public_app.workspace.doit("extract", "docroot=webroot", check=False)
     assert run.code != 0
     assert "docroot 'webroot' is not a folder of the app" in run.out
     assert "building" not in run.out and "Traceback" not in run.out

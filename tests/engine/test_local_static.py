@@ -39,10 +39,15 @@ class StaticBuild:
 
 
 def static_build(
-    root: Path, app: AppRepo, prefix: str, engine: docker.DockerClient, extra: str = ""
+    root: Path,
+    app: AppRepo,
+    prefix: str,
+    engine: docker.DockerClient,
+    extra: str = "",
+    facts: Path | None = None,
 ) -> StaticBuild:
     """`app` built with the local-static profile: verified binary, runtime image."""
-    project = make_local_project(root, app.path, prefix, extra, builder="local-static")
+    project = make_local_project(root, app.path, prefix, extra, builder="local-static", facts=facts)
     ws = Workspace(project, prefix, app, engine)
     ws.doit("verify")
     ws.doit("runtime")
@@ -112,7 +117,8 @@ def test_the_cakephp_app_migrates_seeds_and_serves_from_the_lean_image(
         f'composer_repository = "{cakephp_fixture / "composer-repo"}"\n'
         'composer_packagist = false\nembed_network = "none"\n'
     )
-    build = static_build(tmp_path / "project", app, f"{STATIC}-cake", engine, extra)
+    facts = REPO / "tests" / "fixtures" / "cakephp-app.toml"
+    build = static_build(tmp_path / "project", app, f"{STATIC}-cake", engine, extra, facts)
     stack.image = build.runtime_image
     db = stack.database()
     container, port = stack.app()

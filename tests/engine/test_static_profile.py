@@ -2,7 +2,7 @@
 internet), so it must be right by construction: the link relink-static.sh would run is rendered
 with a stand-in for spc and compared, element by element, with the link upstream's build runs
 (tests/fixtures/upstream/, taken from FrankenPHP v1.12.7 and static-php-cli 3ce68b64, cited
-there). The embed script must work with the gnu builder's GNU tar 1.26."""
+there). The dependency pack must work with the gnu builder's GNU tar 1.26."""
 
 from __future__ import annotations
 
@@ -96,20 +96,21 @@ def test_relink_renders_the_link_upstream_runs(tmp_path: Path, libc: str) -> Non
     assert ours["extldflags"] == expected["extldflags"]
     assert ours["tags"] == expected["tags"]
     assert ours["pgo"] == expected["pgo"]
-    # upstream's three -X, plus ours: where the binary's app is extracted
-    assert ours["X"][:3] == expected["X"]
-    assert ours["X"][3].startswith("durango.invalid/frankenphp/appdir.checksum=")
+    # upstream's three -X, nothing else: the app is appended to the binary, not linked in
+    assert ours["X"] == expected["X"]
 
 
-def test_embed_script_needs_nothing_newer_than_gnu_tar_1_26(
+def test_the_dependency_pack_needs_nothing_newer_than_gnu_tar_1_26(
     tmp_path: Path, engine: docker.DockerClient, local_build: object
 ) -> None:
-    """embed-app.sh with a tar that refuses options GNU tar 1.26 lacks gives the same app.tar."""
-    app = tmp_path / "app"
-    (app / "webroot").mkdir(parents=True)
-    (app / "webroot" / "index.php").write_text("<?php echo 'hi';\n")
-    (app / "src").mkdir()
-    (app / "src" / "Lib.php").write_text("<?php // lib\n")
+    """pack-deps.sh with a tar that refuses options GNU tar 1.26 (the gnu builder's) lacks
+    gives the same deps.tar."""
+    deps = tmp_path / "deps"
+    (deps / "vendor" / "acme" / "lib").mkdir(parents=True)
+    (deps / "vendor" / "acme" / "lib" / "Lib.php").write_text("<?php // lib\n")
+    (deps / "composer.json").write_text(
+        '{"name": "acme/app", "autoload": {"psr-4": {"A\\\\": "src/"}}}'
+    )
     strict_tar = (
         "#!/bin/sh\ntouch /work/strict/used\n"
         'for a in "$@"; do case "$a" in --sort*|--clamp-mtime|--zstd|--pax-option*)\n'
@@ -119,13 +120,10 @@ def test_embed_script_needs_nothing_newer_than_gnu_tar_1_26(
     script = """set -e
 mkdir -p /work/strict
 printf '%s' "$STRICT" > /work/strict/tar && chmod +x /work/strict/tar
-printf '#!/bin/sh\n' > /usr/local/bin/frankenphp-relink   # the link is not under test here
-export SOURCE_DATE_EPOCH=1700000000
 for strict in "" /work/strict; do
-    rm -rf /tmp/app && cp -a /app /tmp/app && mkdir -p /tmp/app/.frankenphp
-    cp /src/builder/Caddyfile /src/builder/php.ini /tmp/app/.frankenphp/
-    PATH="${strict:+$strict:}$PATH" sh /src/builder/embed-app.sh /tmp/app /tmp/out > /dev/null
-    sha256sum "$FRANKENPHP_SRC/app.tar"
+    rm -rf /tmp/deps && cp -a /deps /tmp/deps
+    PATH="${strict:+$strict:}$PATH" sh /src/builder/pack-deps.sh /tmp/deps /tmp/deps.tar > /dev/null
+    sha256sum /tmp/deps.tar
 done
 test -e /work/strict/used
 """
@@ -134,7 +132,7 @@ test -e /work/strict/used
         ["sh", "-c", script],
         environment={"STRICT": strict_tar},
         volumes={
-            str(app): {"bind": "/app", "mode": "ro"},
+            str(deps): {"bind": "/deps", "mode": "ro"},
             str(REPO): {"bind": "/src", "mode": "ro"},
         },
         remove=True,
