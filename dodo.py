@@ -15,9 +15,22 @@ from tasks.core.errors import ConfigError
 from tasks.core.pipeline import start
 from tasks.core.report import DurangoReporter
 from tasks.core.settings import cli_vars_from_argv, load_settings
-from tasks.deploy import backup, bundle, prune, restore, tenants
+from tasks.deploy import (
+    backup,
+    bundle,
+    deploy,
+    kube,
+    proxy,
+    prune,
+    releases,
+    restore,
+    swarm,
+    tenants,
+)
 from tasks.engine.containers import Containers
 from tasks.engine.images import Engine
+from tasks.engine.rollout import Rollout
+from tasks.engine.swarm import Swarm
 
 ROOT = Path(__file__).resolve().parent
 
@@ -86,6 +99,18 @@ def task_backups():
     return backup.task(PIPELINE, "backups")
 
 
+def task_restores():
+    return restore.task(PIPELINE, "restores")
+
+
+def task_restore_undo():
+    return restore.task(PIPELINE, "restore-undo")
+
+
+def task_restore_drop():
+    return restore.task(PIPELINE, "restore-drop")
+
+
 def task_prune():
     return prune.task(PIPELINE)
 
@@ -100,3 +125,32 @@ def task_tenants():
 
 def task_tenant_remove():
     return tenants.task(PIPELINE, "tenant-remove")
+
+
+# Releases: deploy and roll back with no downtime (docs/RELEASES.md).
+def task_proxy():
+    return proxy.task(PIPELINE)
+
+
+def task_deploy():
+    return deploy.task(PIPELINE, Rollout(ENGINE), "deploy")
+
+
+def task_releases():
+    return releases.task(PIPELINE)
+
+
+def task_rollback():
+    return deploy.task(PIPELINE, Rollout(ENGINE), "rollback")
+
+
+def task_swarm_manager():
+    return swarm.task(PIPELINE, Swarm(ENGINE, SETTINGS.swarm_host), "swarm-manager")
+
+
+def task_swarm_deploy():
+    return swarm.task(PIPELINE, Swarm(ENGINE, SETTINGS.swarm_host), "swarm-deploy")
+
+
+def task_kube():
+    return kube.task(PIPELINE)

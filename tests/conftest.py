@@ -247,3 +247,25 @@ def remote_engine(
         daemon.wait(timeout=60)
         subprocess.run(["ip", "link", "del", bridge], check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+UPGRADE = "durango-ci-local-upgrade"
+# The demo app's next version: one more migration, slow while a `durango_test_slow` table exists.
+UPGRADE_MIGRATION = (
+    "CREATE TABLE upgrade_marker (id int);\n"
+    "SELECT pg_sleep(CASE WHEN to_regclass('durango_test_slow') IS NULL THEN 0 ELSE 60 END);\n"
+)
+
+
+@pytest.fixture(scope="session")
+def upgrade_image(
+    tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient, local_build: LocalBuild
+) -> str:
+    """The runtime image of the demo app plus one migration (an upgrade; a long migration)."""
+    tmp = tmp_path_factory.mktemp("upgrade")
+    app = demo_app_repo(tmp / "app")
+    app.write("config/Migrations/20240501000000_AddUpgradeMarker.sql", UPGRADE_MIGRATION)
+    app.commit("upgrade")
+    ws = Workspace(make_local_project(tmp / "project", app.path, UPGRADE), UPGRADE, app, engine)
+    ws.doit("runtime")
+    return f"{UPGRADE}-runtime:latest"

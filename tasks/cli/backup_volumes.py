@@ -1,5 +1,8 @@
 """backup_volumes.sh: back up, list and restore the deployment bundle from the shell, through the
-same implementation as `doit backup`, `doit backups` and `doit restore`."""
+same implementation as `doit backup`, `doit backups` and `doit restore`. It runs outside doit
+(from cron), so it skips the checkout's lock, but it takes the project's data lock like every
+data operation: a backup started while a restore runs waits for it and says so (or, with
+--no-wait, refuses in one line)."""
 
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep", help="backups to keep (default 7)")
     parser.add_argument("--from", dest="restore_from", help="backup to restore (default latest)")
     parser.add_argument("--yes", action="store_true", help="confirm the restore")
-    parser.add_argument("--drop", action="store_true", help="drop a non-empty database first")
+    parser.add_argument(
+        "--no-wait", action="store_true", help="refuse instead of waiting for another operation"
+    )
     parser.add_argument("--env-file", help="compose env file (default orangescrum-ee/.env)")
     parser.add_argument("--project", help="compose project (default orangescrum-ee)")
     args = parser.parse_args(argv)
@@ -45,12 +50,13 @@ def main(argv: list[str]) -> int:
         engine = Engine()
         # backup_volumes.sh runs in the project
         pipe = Pipeline(load_settings(Path.cwd(), cli), engine, Containers(engine))
+        wait = not args.no_wait
         if args.command == "restore":
-            restore.restore(pipe, args.restore_from or "latest", args.yes, args.drop)
+            restore.restore(pipe, args.restore_from or "latest", args.yes, wait)
         elif args.command == "list":
             backup.list_backups(pipe)
         else:
-            backup.backup(pipe)
+            backup.backup(pipe, wait=wait)
     except DurangoError as exc:
         print(f"backup_volumes: {exc}", file=sys.stderr)
         return 1

@@ -79,6 +79,18 @@ class Volume:
     short: str  # the name in docker-compose.yaml
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """How a streamed command ended: its exit code, its stdout (when not written to a file) or
+    the sha256 and size of what was written, and the tail of its stderr."""
+
+    code: int
+    out: bytes
+    sha256: str
+    size: int
+    err: str
+
+
 class ImageLookup(Protocol):
     """What deciding whether a stage is built needs: looking images up."""
 
@@ -137,3 +149,16 @@ class ContainerEngine(Protocol):
     def file_out(self, container_id: str, path: str, dest: Path) -> tuple[str, int]: ...
     def put_file(self, container_id: str, path: str, source: Path) -> None: ...
     def unpack(self, container_id: str, path: str, tar_file: Path) -> None: ...
+    def exec_stream(
+        self,
+        container_id: str,
+        cmd: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        user: str = "",
+        stdin: Path | bytes | None = None,
+        stdout: Path | None = None,
+    ) -> Streamed: ...
+    def volume_labels(self, name: str) -> dict[str, str] | None: ...
+    def create_volume(self, name: str, project: str, short: str) -> Volume: ...
+    def remove_volume(self, name: str) -> None: ...
+    def project_volumes(self, project: str) -> list[Volume]: ...

@@ -2,20 +2,25 @@
 
 Per image stage (base, embed, runtime) it keeps the image of the current key, the one `latest`
 points at, and the `keep_images` newest others; it never removes an image a container (running
-or stopped) was created from, nor a base image that a kept embed image was built on. Then the
-hash cache forgets files that are gone and leftover temp files in .durango/ go. `--dry-run`
-says what it would do. A following `doit` is still a no-op: the current keys' images stay.
+or stopped) was created from, a base image that a kept embed image was built on, an image a
+kept backup names (a restore starts exactly that image: the backup folders of the project and
+of every tenant are read), nor one a project runs on or can switch back to (its generations).
+Then the hash cache forgets files that are gone and leftover temp files in .durango/ go.
+`--dry-run` says what it would do. A following `doit` is still a no-op: the current keys' images
+stay.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from tasks.build import base, embed, runtime
 from tasks.build.image_stage import INPUTS_LABEL, ImageInputs
 from tasks.core.errors import DurangoError
 from tasks.core.pipeline import Pipeline, TaskDict, command_task
 from tasks.core.ports import ContainerEngine, ImageInfo
+from tasks.deploy import backup, generations, project_lock
 
 
 def current_tags(pipe: Pipeline) -> set[str]:
@@ -40,11 +45,32 @@ def built_on(image: ImageInfo) -> str | None:
     return str(found) if found else None
 
 
+def backup_folders(pipe: Pipeline) -> set[Path]:
+    """Where backups may be: backup_dir and the default backups/ folder, with the folders in
+    them (every tenant's backups/<name>/)."""
+    roots = {pipe.settings.backup_dir, pipe.settings.root / "backups"}
+    found = set()
+    for root in roots:
+        if root.is_dir():
+            found.add(root)
+            found |= {p for p in root.iterdir() if p.is_dir() and not p.is_symlink()}
+    return found
+
+
+def named_images(pipe: Pipeline) -> set[str]:
+    """Image IDs kept backups name, and those of every project's generations."""
+    found = generations.kept_images(pipe.settings.state_dir)
+    for folder in backup_folders(pipe):
+        for _, peeked in backup.complete_backups(folder, None):
+            found |= set(peeked.images)
+    return found
+
+
 def plan(pipe: Pipeline, containers: ContainerEngine) -> tuple[list[ImageInfo], list[ImageInfo]]:
     """(images to remove, images kept), newest first within each stage."""
     settings = pipe.settings
     keep_tags = current_tags(pipe)
-    in_use = containers.images_in_use()
+    in_use = containers.images_in_use() | named_images(pipe)
     remove: list[ImageInfo] = []
     kept: list[ImageInfo] = []
     based: set[str] = set()
@@ -66,6 +92,11 @@ def plan(pipe: Pipeline, containers: ContainerEngine) -> tuple[list[ImageInfo], 
 
 
 def prune(pipe: Pipeline, dry_run: bool = False) -> None:
+    with project_lock.held(pipe, "prune"):
+        _prune(pipe, dry_run)
+
+
+def _prune(pipe: Pipeline, dry_run: bool) -> None:
     containers = pipe.containers
     remove, kept = plan(pipe, containers)
     verb = "would remove" if dry_run else "removed"

@@ -22,7 +22,8 @@ from docker.models.containers import Container
 
 from tasks.core.errors import EngineError
 from tasks.core.files import CHUNK, copy_hashing
-from tasks.core.ports import ImageInfo, Service, Volume
+from tasks.core.ports import ImageInfo, Service, Streamed, Volume
+from tasks.engine import exec as exec_stream
 from tasks.engine.images import Engine, translated
 from tasks.engine.streams import ChunkReader
 
@@ -298,3 +299,52 @@ class Containers:
             )
         if response.status_code != 200:
             raise EngineError(f"unpacking {tar_file.name} into {path}: {response.text}")
+
+    # --- streams and volumes for data operations (backup, restore, generations) ---------------
+
+    def exec_stream(
+        self,
+        container_id: str,
+        cmd: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        user: str = "",
+        stdin: Path | bytes | None = None,
+        stdout: Path | None = None,
+    ) -> Streamed:
+        """A command tethered to this process, its stdin fed from a file or bytes and its stdout
+        streamed into a file (or returned): engine/exec.py."""
+        with translated(f"running `{cmd[0]}`"):
+            return exec_stream.run(self.client, container_id, cmd, env, user, stdin, stdout)
+
+    def volume_labels(self, name: str) -> dict[str, str] | None:
+        """A volume's labels, or None when the engine has no volume of that name."""
+        with translated(f"inspecting volume {name}"):
+            try:
+                found = self.client.volumes.get(name)
+            except docker.errors.NotFound:
+                return None
+            return dict(found.attrs.get("Labels") or {})
+
+    def create_volume(self, name: str, project: str, short: str) -> Volume:
+        """A new volume with compose's labels (compose adopts it as the project's `short`)."""
+        labels = {PROJECT: project, "com.docker.compose.volume": short}
+        with translated(f"creating volume {name}"):
+            made = self.client.volumes.create(name, labels=labels)
+        return Volume(made.name, short)
+
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume (never forced: one a container uses stays, EngineError)."""
+        with translated(f"removing volume {name}"):
+            try:
+                self.client.volumes.get(name).remove()
+            except docker.errors.NotFound:
+                return
+
+    def project_volumes(self, project: str) -> list[Volume]:
+        """Every volume labelled as the project's, every generation of each."""
+        with translated(f"listing the volumes of {project}"):
+            found = self.client.volumes.list(filters={"label": f"{PROJECT}={project}"})
+            return [
+                Volume(v.name, (v.attrs.get("Labels") or {}).get("com.docker.compose.volume", ""))
+                for v in found
+            ]

@@ -11,7 +11,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 import uuid
@@ -463,18 +462,3 @@ def test_an_app_that_commits_vendor_builds_with_no_network_and_no_composer(
         assert "deps: composer install" not in run.out
     finally:
         remove_images(engine, f"{prefix}-embed")
-
-
-def test_the_serve_benchmark_runs_in_its_reduced_form(cakephp: CakeBuild) -> None:
-    """bench/serve.py cannot rot: its 100-request form runs here (its figures are in the docs)."""
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "serve.py"), "--quick",
-         "--runtime-image", cakephp.runtime_image,
-         "--embed-image", f"{CAKEPHP_IMAGES}-embed:latest"],
-        capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ")]
-    served = [row for row in rows if row[1].strip() != "server"]
-    assert len(served) == 8  # two servers, two pages, concurrency 1 and 8
-    assert all(float(row[4]) > 0 for row in served)

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -417,3 +418,18 @@ def test_bad_facts_are_one_line_and_change_nothing(os_build: Workspace, tmp_path
     failure = [line for line in run.out.splitlines() if line.startswith("durango:")]
     assert run.code != 0 and len(failure) == 1 and "no-such-tool" in failure[0], run.out[-2000:]
     assert os_build.engine.images.get(f"{PREFIX}-runtime:latest").id == before
+
+
+def test_the_serve_benchmark_runs_in_its_reduced_form(os_build: Workspace) -> None:
+    """bench/serve.py cannot rot: its reduced form runs here against the app's Apache deployment
+    (its figures are in docs/BENCHMARKS.md)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "serve.py"), "--quick",
+         "--runtime-image", f"{PREFIX}-runtime:latest"],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [line.split("|") for line in done.stdout.splitlines() if line.startswith("| ")]
+    served = [row for row in rows if len(row) == 10 and row[1].strip() != "server"]
+    assert len(served) == 8, done.stdout  # two servers, two pages, concurrency 1 and 8
+    assert all(float(row[4]) > 0 for row in served)

@@ -1,7 +1,10 @@
-"""`doit prune` after many commits: keeps the current images, the newest `keep_images` others
-and anything a container uses; removes the rest, frees disk, and leaves the pipeline a no-op."""
+"""`doit prune` after many commits: keeps the current images, the newest `keep_images` others,
+anything a container uses, and every image a kept backup or a generation names; removes the
+rest, frees disk, and leaves the pipeline a no-op."""
 
 from __future__ import annotations
+
+import json
 
 import docker
 from helpers import STAGES, Workspace
@@ -39,3 +42,30 @@ def test_prune_after_five_commits_keeps_what_it_promises(
         assert workspace.doit().uptodate == STAGES  # still a no-op
     finally:
         oldest.remove(force=True, v=True)
+
+
+def test_prune_keeps_the_images_kept_backups_and_generations_name(
+    workspace: Workspace, engine: docker.DockerClient
+) -> None:
+    runtime_ids = []
+    for n in range(4):
+        workspace.app.write("webroot/index.php", f"<?php echo 'version {n}';\n")
+        workspace.app.commit(f"version {n}")
+        workspace.doit()
+        runtime_ids.append(str(engine.images.get(workspace.image("runtime") + ":latest").id))
+    # a tenant's backup names the oldest runtime image (a restore starts exactly that one) ...
+    backup = workspace.root / "backups" / "acme" / "20300101T000000.000000Z"
+    backup.mkdir(parents=True)
+    (backup / "manifest.json").write_text(json.dumps({
+        "tool": "durango-backup/2", "kind": "backup", "sequence": 1,
+        "images": {"app": runtime_ids[0]},
+    }))  # fmt: skip
+    # ... and a project can switch back to a generation that runs the second oldest
+    records = workspace.root / ".durango" / "generations" / "orangescrum-ee"
+    records.mkdir(parents=True)
+    (records / "0.json").write_text(json.dumps({
+        "number": 0, "database": "app", "volumes": {}, "image": runtime_ids[1],
+    }))  # fmt: skip
+    workspace.doit("prune", "keep_images=1")
+    runtime = {i.id for i in engine.images.list(name=workspace.image("runtime"))}
+    assert runtime == set(runtime_ids)  # current, one newest other, and the two named

@@ -1,8 +1,9 @@
-"""Restores and backups under faults (bundled PostgreSQL, demo app): a refused restore changes
-nothing and leaves the app running; a restore killed part-way (the doit process, or the
-PostgreSQL server) leaves the database whole, old or new, and the rollback command it printed
-brings back exactly what was there; concurrent backups stay private and complete; restored
-files keep their owners and modes and the app can write every volume again."""
+"""Restores under faults (bundled PostgreSQL, demo app). A restore builds the backup's state
+beside the live one and switches in one rename, so: a refused restore changes nothing and never
+stops the app; a restore killed at any moment (doit, or the PostgreSQL server) leaves the old
+state or the new one, whole, database and every volume file together, and no client of it runs
+on; the next restore clears what a killed one left; restored files keep their owners and modes;
+a second schema comes back with the rest."""
 
 from __future__ import annotations
 
@@ -10,25 +11,32 @@ import hashlib
 import io
 import json
 import os
-import re
+import shutil
 import signal
-import subprocess
-import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
 import docker
 import pytest
-from helpers import Bundle, Writer, http
+from helpers import (
+    DATA_VOLUMES,
+    Bundle,
+    big_data,
+    data_state,
+    databases,
+    db_container,
+    db_sql,
+    doit_popen,
+    http,
+    live_values,
+    live_volume,
+    project_volumes,
+    restore_copying,
+    wait_until,
+)
 
 VOLUMES = ["/data/uploads", "/data/logs", "/data/files", "/data/sessions"]
-
-
-def state(bundle: Bundle) -> tuple[str, str]:
-    """What must come back exactly: the rows of actions, and every uploaded file's sha256."""
-    return bundle.sql("SELECT string_agg(name, ',' ORDER BY id) FROM actions"), bundle.uploads()
 
 
 def add_after_backup(bundle: Bundle) -> None:
@@ -44,196 +52,214 @@ def rewrite_manifest(folder: Path, change: object) -> None:
     path.write_text(json.dumps(manifest))
 
 
-def unsafe_archive(folder: Path) -> None:
-    """A volume archive with a FIFO and a path outside the volume, its checksum updated (a
-    manifest someone edited to match)."""
+def resum(folder: Path, rel: str) -> None:
+    """The manifest's checksum of a file made to match it again (as someone editing both)."""
+    data = (folder / rel).read_bytes()
+    entry = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    rewrite_manifest(folder, lambda m: m["files"].__setitem__(rel, entry))
+
+
+def add_members(folder: Path, *members: tarfile.TarInfo) -> None:
     tar_path = folder / "volumes" / "app-uploads.tar"
     with tarfile.open(tar_path, "a") as tar:
-        fifo = tarfile.TarInfo("volume/pipe")
-        fifo.type = tarfile.FIFOTYPE
-        tar.addfile(fifo)
-        outside = tarfile.TarInfo("volume/../etc/evil")
-        outside.size = 4
-        tar.addfile(outside, io.BytesIO(b"evil"))
-    digest = hashlib.sha256(tar_path.read_bytes()).hexdigest()
-
-    def update(manifest: dict) -> None:
-        manifest["files"]["volumes/app-uploads.tar"] = {
-            "sha256": digest,
-            "size": tar_path.stat().st_size,
-        }
-
-    rewrite_manifest(folder, update)
+        for member in members:
+            tar.addfile(member, io.BytesIO(b"evil") if member.isfile() else None)
+    resum(folder, "volumes/app-uploads.tar")
 
 
-@pytest.mark.parametrize(
-    ("fault", "message"),
-    [
-        ("no drop consent", "the database is not empty"),
-        ("tampered volume archive", "volumes/app-uploads.tar does not match its checksum"),
-        ("unsafe archive members", "app-uploads.tar: volume/pipe is a device or FIFO"),
-        ("manifest naming db-data", "the backup names volume(s) db-data"),
-        ("missing helper image", "is not on this engine"),
-    ],
-)
-def test_a_refused_restore_changes_nothing_and_the_app_keeps_running(
-    bundle: Bundle, fault: str, message: str
-) -> None:
-    bundle.doit("backup")
-    folder = bundle.latest()
-    add_after_backup(bundle)
-    before, running_before = state(bundle), bundle.started()
-    args = ["restore", "--confirm", "--drop-database"]
-    if fault == "no drop consent":
-        args.remove("--drop-database")
-    elif fault == "tampered volume archive":
+def member(name: str, kind: bytes, link: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, link
+    info.size = 4 if kind == tarfile.REGTYPE else 0
+    return info
+
+
+def inject(fault: str, folder: Path, tmp_path: Path) -> None:
+    if fault == "tampered volume archive":
         tar = folder / "volumes" / "app-uploads.tar"
         data = bytearray(tar.read_bytes())
         data[len(data) // 2] ^= 0xFF
         tar.write_bytes(bytes(data))
-    elif fault == "unsafe archive members":
-        unsafe_archive(folder)
-    elif fault == "manifest naming db-data":
-        rewrite_manifest(
-            folder,
-            lambda m: m["volumes"].__setitem__(
-                "db-data", {"name": "x_db-data", "file": "volumes/app-uploads.tar"}
-            ),
-        )
-    else:
+    elif fault == "a FIFO and a path outside":
+        add_members(folder, member("volume/pipe", tarfile.FIFOTYPE),
+                    member("volume/../etc/evil", tarfile.REGTYPE))  # fmt: skip
+    elif fault == "a link to a secret":
+        secret = "/data/tmp/orangescrum-entrypoint/pgpass"
+        add_members(folder, member("volume/leak", tarfile.SYMTYPE, secret))
+    elif fault == "a link out and a write through it":
+        add_members(folder, member("volume/etc", tarfile.SYMTYPE, "../../etc"),
+                    member("volume/etc/evil", tarfile.REGTYPE))  # fmt: skip
+    elif fault == "an absolute path in the manifest":
+        outside = tmp_path / "elsewhere.tar"
+        shutil.copy(folder / "volumes" / "app-uploads.tar", outside)
+
+        def point_outside(m: dict) -> None:
+            m["volumes"]["app-uploads"]["file"] = str(outside)
+            m["files"][str(outside)] = m["files"]["volumes/app-uploads.tar"]
+
+        rewrite_manifest(folder, point_outside)
+    elif fault == "another project's backup":
+        rewrite_manifest(folder, lambda m: m.__setitem__("project", "orangescrum-other"))
+    elif fault == "a manifest naming db-data":
+        entry = {"name": "x_db-data", "file": "volumes/app-uploads.tar", "entries": 1, "bytes": 0}
+        rewrite_manifest(folder, lambda m: m["volumes"].__setitem__("db-data", entry))
+    elif fault == "a missing app image":
         rewrite_manifest(folder, lambda m: m["images"].__setitem__("app", "sha256:" + "0" * 64))
+    elif fault == "a dump newer than pg_restore":
+        dump = folder / "database.dump"
+        data = bytearray(dump.read_bytes())
+        assert data[:5] == b"PGDMP"
+        data[6] = 99  # archive format 1.99: no pg_restore reads it
+        dump.write_bytes(bytes(data))
+        resum(folder, "database.dump")
+
+
+REFUSALS = [
+    ("no consent", "run again with --confirm"),
+    ("tampered volume archive", "volumes/app-uploads.tar does not match its checksum"),
+    ("a FIFO and a path outside", "app-uploads.tar: volume/pipe is a device or FIFO"),
+    ("a link to a secret", "volume/leak links outside the volume"),
+    ("a link out and a write through it", "volume/etc links outside the volume (../../etc)"),
+    ("an absolute path in the manifest", "is not inside the backup folder"),
+    ("another project's backup", "the backup is of project orangescrum-other"),
+    ("a manifest naming db-data", "the backup names volume(s) db-data"),
+    ("a missing app image", "is not on this engine"),
+    ("a dump newer than pg_restore", "unsupported version (1.99) in file header"),
+]
+
+
+@pytest.mark.parametrize(("fault", "message"), REFUSALS)
+def test_a_refused_restore_changes_nothing_and_never_stops_the_app(
+    bundle: Bundle, tmp_path: Path, fault: str, message: str
+) -> None:
+    bundle.doit("backup")
+    folder = bundle.latest()
+    add_after_backup(bundle)
+    inject(fault, folder, tmp_path)
+    before, started = data_state(bundle), bundle.started()
+    volumes, dbs = project_volumes(bundle.project), databases(bundle)
+    args = ["restore"] if fault == "no consent" else ["restore", "--confirm"]
     run = bundle.doit(*args, check=False)
     assert run.code != 0 and message in run.out, run.out
     assert "Traceback" not in run.out
-    assert state(bundle) == before
-    assert bundle.started() == running_before  # never stopped
+    assert data_state(bundle) == before
+    assert bundle.started() == started  # never stopped
+    assert project_volumes(bundle.project) == volumes and databases(bundle) == dbs
     assert http(bundle.port, "/home/healthcheck")[0] == 200
 
 
-def big_state(bundle: Bundle) -> None:
-    """Enough data that each phase of a restore takes seconds, so a kill lands inside it."""
-    bundle.sql(
-        "CREATE TABLE padding AS SELECT g, md5(g::text) || repeat(md5((g * 7)::text), 8) AS t "
-        "FROM generate_series(1, 400000) g"
-    )
-    bundle.app_exec("head -c 150000000 /dev/urandom > /data/uploads/big.bin")
+def test_a_refusal_leaves_a_stopped_bundled_database_as_it_was(bundle: Bundle) -> None:
+    bundle.doit("backup")
+    good = bundle.latest()
+    bundle.compose_run("stop")
+    db = db_container(bundle)
+
+    def started_at() -> str:
+        return bundle.compose_run("ps", "-a", "--format", "{{.State}}", "orangescrum-db").stdout
+
+    # a file check refuses before the database is started at all
+    tampered = bundle.backups / "tampered"
+    shutil.copytree(good, tampered)
+    inject("tampered volume archive", tampered, bundle.backups)
+    run = bundle.doit("restore", "--from", "tampered", "--confirm", check=False)
+    assert run.code != 0 and "does not match its checksum" in run.out
+    assert "Up" not in bundle.compose_run("ps", "-a", "orangescrum-db").stdout
+    # a server check refuses after starting it, and stops it again
+    newer = bundle.backups / "newer"
+    shutil.copytree(good, newer)
+    inject("a dump newer than pg_restore", newer, bundle.backups)
+    run = bundle.doit("restore", "--from", "newer", "--confirm", check=False)
+    assert run.code != 0 and "unsupported version" in run.out, run.out
+    assert "exited" in started_at() and db == db_container(bundle)
+    assert live_values(bundle) == {} and "_g" not in " ".join(project_volumes(bundle.project))
+
+
+def app_started(bundle: Bundle) -> list[str]:
+    """When each app service last started (the database server's restarts aside)."""
+    return [line for line in bundle.started().splitlines() if "orangescrum-db" not in line]
 
 
 def db_pid(bundle: Bundle, engine: docker.DockerClient) -> int:
-    name = bundle.compose_run("ps", "-q", "orangescrum-db").stdout.strip()
-    return int(engine.containers.get(name).attrs["State"]["Pid"])
+    return int(engine.containers.get(db_container(bundle)).attrs["State"]["Pid"])
+
+
+def restore_sessions(bundle: Bundle) -> str:
+    """Sessions a restore holds: its own (application_name) and any in a generation's
+    database (pg_restore's)."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+        "(application_name LIKE 'durango%' OR datname LIKE '%\\_g%' OR query LIKE 'COPY %')"
+    )
+    return db_sql(bundle, query)
 
 
 def wait_db(bundle: Bundle, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while bundle.compose_run("exec", "-T", "orangescrum-db", "pg_isready", check=False).returncode:
-        assert time.monotonic() < deadline, "the database did not come back"
-        time.sleep(1)
-    busy = (
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE query LIKE '%COPY%' AND pid <> pg_backend_pid()"
-    )
-    while bundle.sql(busy) not in ("0", ""):
-        assert time.monotonic() < deadline, "a restore kept running"
-        time.sleep(1)
+    def ready() -> bool:
+        ps = bundle.compose_run("exec", "-T", "orangescrum-db", "pg_isready", check=False)
+        return ps.returncode == 0
+
+    wait_until(ready, timeout, "the database server")
 
 
-@pytest.mark.parametrize("point", ["snapshot", "database", "volumes", "postgres server"])
-def test_a_killed_restore_leaves_a_whole_database_and_a_rollback_that_works(
+@pytest.mark.parametrize("point", ["copy", "volumes", "stopped", "switched", "postgres server"])
+def test_a_killed_restore_leaves_the_old_or_the_new_state_whole(
     bundle: Bundle, engine: docker.DockerClient, point: str
 ) -> None:
-    big_state(bundle)
+    big_data(bundle)
     bundle.doit("backup")
-    backed_up = state(bundle)
+    backed_up = data_state(bundle)
     add_after_backup(bundle)
-    old = state(bundle)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "doit", "restore", "--confirm", "--drop-database", *bundle.settings],
-        cwd=bundle.ws.root,
-        env={**os.environ, **bundle.env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert proc.stdout is not None
-    trigger = {
-        "snapshot": "restore: stopped",
-        "database": "restore: database (one transaction)",
-        "volumes": "restore: volume app-sessions",
-        "postgres server": "restore: database (one transaction)",
+    old, started = data_state(bundle), app_started(bundle)
+    app = bundle.compose_run("ps", "-q", "orangescrum-app").stdout.strip()
+    proc = doit_popen(bundle, "restore", "--confirm")
+    new_uploads = f"{bundle.project}_app-uploads_g1"
+
+    def unpacking() -> bool:
+        found = engine.volumes.list(filters={"name": new_uploads})
+        return bool(found) and (Path(found[0].attrs["Mountpoint"]) / "big.bin").exists()
+
+    def app_stopped() -> bool:
+        return not engine.containers.get(app).attrs["State"]["Running"]
+
+    gate = {
+        "copy": lambda: restore_copying(bundle),
+        "volumes": unpacking,
+        "stopped": app_stopped,
+        "switched": lambda: live_values(bundle).get("GENERATION") == "1",
+        "postgres server": lambda: restore_copying(bundle),
     }[point]
-    out = []
-    for line in proc.stdout:
-        out.append(line)
-        if trigger in line:
-            break
-    time.sleep(0.5)
+    wait_until(lambda: gate() or proc.poll() is not None, 300, f"the restore's {point}")
+    assert proc.poll() is None, proc.communicate()[0]
     if point == "postgres server":
         os.kill(db_pid(bundle, engine), signal.SIGKILL)
-        out.append(proc.communicate(timeout=300)[0])
-        assert proc.returncode != 0
+        out = proc.communicate(timeout=300)[0]
+        assert proc.returncode != 0 and "Traceback" not in out, out
+        wait_db(bundle)
     else:
         proc.kill()
         proc.wait()
-    text = "".join(out)
-    wait_db(bundle)
-    rows = state(bundle)[0]
-    assert rows in (old[0], backed_up[0]), f"the database is neither old nor restored: {rows}"
-    rollback = re.search(r"roll back with: doit restore --from (\S+) --confirm", text)
-    if point == "snapshot":
-        assert rollback is None and rows == old[0]  # nothing was changed yet
+        killed = time.monotonic()
+        wait_until(lambda: restore_sessions(bundle) == "0", 10, "the end of the restore's sessions")
+        assert time.monotonic() - killed < 5  # no pg_restore outlives doit
+    if point == "switched":  # the commit happened: the new state, whole
         bundle.doit("up")
-        assert state(bundle) == old
+        assert data_state(bundle) == backed_up
+        assert live_volume(bundle, "app-uploads") == new_uploads
         return
-    assert rollback, text
-    bundle.doit("restore", "--from", rollback.group(1), "--confirm", "--drop-database")
-    assert state(bundle) == old
+    if point == "stopped":
+        bundle.doit("up")
+    else:
+        assert app_started(bundle) == started  # the app was never stopped
+    assert live_values(bundle) == {} and data_state(bundle) == old  # the old state, whole
     assert http(bundle.port, "/home/healthcheck")[0] == 200
-
-
-def test_concurrent_backups_under_a_writer_are_private_and_complete(bundle: Bundle) -> None:
-    bundle.app_exec("head -c 50000000 /dev/urandom > /data/uploads/big.bin")
-    writer = Writer(bundle.port)
-    writer.start()
-    exposed: list[str] = []
-    sampling = threading.Event()
-
-    def sample() -> None:
-        while not sampling.is_set():
-            for path in (
-                [bundle.backups, *bundle.backups.rglob("*")] if bundle.backups.exists() else []
-            ):
-                try:
-                    if not path.is_symlink() and path.stat().st_mode & 0o077:
-                        exposed.append(f"{path} {oct(path.stat().st_mode)}")
-                except FileNotFoundError:
-                    continue
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        first = bundle.ws.popen("backup", *bundle.settings)
-        time.sleep(0.5)
-        second = subprocess.run(
-            [sys.executable, "-m", "tasks.cli.backup_volumes", "backup", "--dest", str(bundle.backups),
-             "--project", bundle.project, "--env-file", "orangescrum-ee/.env.test-bundled"],
-            cwd=bundle.ws.root, env={**os.environ, **bundle.env}, capture_output=True, text=True,
-        )  # fmt: skip
-        first_out = first.communicate(timeout=300)[0]
-    finally:
-        sampling.set()
-        writer.stop.set()
-        writer.join()
-        sampler.join()
-    assert first.returncode == 0, first_out
-    assert second.returncode == 0 or "waiting" in second.stdout, second.stdout + second.stderr
-    assert exposed == []
-    assert list(bundle.backups.glob(".partial-*")) == []
-    complete = [p for p in bundle.backups.iterdir() if p.is_dir() and not p.is_symlink()]
-    assert len(complete) == 2
-    for folder in complete:
-        assert json.loads((folder / "manifest.json").read_text())["tool"] == "durango-backup/1"
+    # the next restore clears what the killed one left, and completes
+    bundle.doit("restore", "--confirm")
+    assert data_state(bundle) == backed_up
+    generation = {v for v in project_volumes(bundle.project) if "_g" in v}
+    assert generation == {live_volume(bundle, short) for short in DATA_VOLUMES}  # no leftover
+    assert databases(bundle) == {"postgres", "template0", "template1", "orangescrum_test",
+                                 live_values(bundle)["DB_NAME"]}  # fmt: skip
+    assert http(bundle.port, "/home/healthcheck")[0] == 200
 
 
 def test_a_restore_keeps_owners_and_modes_and_the_app_can_write_every_volume(
@@ -251,6 +277,19 @@ def test_a_restore_keeps_owners_and_modes_and_the_app_can_write_every_volume(
     for volume in VOLUMES:
         bundle.app_exec(f"touch {volume}/written-after-restore && id -u")
     assert bundle.app_exec("id -u").strip() == "10001"
+
+
+def test_a_second_schema_comes_back_with_the_rest(bundle: Bundle) -> None:
+    bundle.sql("CREATE SCHEMA extra; CREATE TABLE extra.notes AS SELECT 'kept' AS t")
+    bundle.doit("backup")
+    backed_up = data_state(bundle)
+    bundle.sql("INSERT INTO extra.notes VALUES ('after-backup')")
+    add_after_backup(bundle)
+    bundle.doit("restore", "--confirm")
+    assert data_state(bundle) == backed_up
+    notes = db_sql(bundle, "SELECT string_agg(t, ',') FROM extra.notes", "orangescrum_test_g1")
+    assert notes == "kept" and live_values(bundle)["DB_NAME"] == "orangescrum_test_g1"
+    assert all(live_volume(bundle, short).endswith("_g1") for short in DATA_VOLUMES)
 
 
 @pytest.mark.parametrize(("setting", "line"), [
