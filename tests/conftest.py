@@ -7,6 +7,7 @@ a user would. Shared code is in helpers.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -146,11 +147,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 def bundle(local_build: LocalBuild, tmp_path: Path) -> Iterator[Bundle]:
+    with running_bundle(local_build, tmp_path) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def module_bundle(
+    local_build: LocalBuild, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Bundle]:
+    """One bundle for a module's tests that each leave it as they found it (refusals)."""
+    with running_bundle(local_build, tmp_path_factory.mktemp("bundle")) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def running_bundle(local_build: LocalBuild, tmp_path: Path) -> Iterator[Bundle]:
+    """The demo app's bundle with its bundled PostgreSQL, up; down with its volumes after."""
     subprocess.run([str(REPO / "scripts" / "make-local-images.sh"), "postgres"], check=True)
     ws = local_build.workspace
     project = f"durango-test-{uuid.uuid4().hex[:8]}"
     port = free_port()
-    env = {"APP_PORT": str(port), "APP_BIND": "127.0.0.1", "DB_IMAGE": POSTGRES}
+    # what doit passes to compose besides the live state (tasks/deploy/bundle.py compose_env),
+    # so that a test's own `docker compose` call starts the same containers
+    env = {
+        "APP_PORT": str(port),
+        "APP_BIND": "127.0.0.1",
+        "DB_IMAGE": POSTGRES,
+        "APP_IMAGE": local_build.runtime_image,
+        "APP_ENV_FILE": str(ws.root / "orangescrum-ee" / ".env.test-bundled"),
+    }
     backups = tmp_path / "backups"
     settings = [
         "env_file=orangescrum-ee/.env.test-bundled",

@@ -4,7 +4,9 @@ Per image stage (base, embed, runtime) it keeps the image of the current key, th
 points at, and the `keep_images` newest others; it never removes an image a container (running
 or stopped) was created from, a base image that a kept embed image was built on, an image a
 kept backup names (a restore starts exactly that image: the backup folders of the project and
-of every tenant are read), nor one a project runs on or can switch back to (its generations).
+of every tenant are read), nor one a project runs on or can switch back to (its generations),
+nor a release's image that `doit rollback` can go back to (the serving release and the
+`keep_releases` newest before it).
 Then the hash cache forgets files that are gone and leftover temp files in .durango/ go.
 `--dry-run` says what it would do. A following `doit` is still a no-op: the current keys' images
 stay.
@@ -20,7 +22,7 @@ from tasks.build.image_stage import INPUTS_LABEL, ImageInputs
 from tasks.core.errors import DurangoError
 from tasks.core.pipeline import Pipeline, TaskDict, command_task
 from tasks.core.ports import ContainerEngine, ImageInfo
-from tasks.deploy import backup, generations, project_lock
+from tasks.deploy import backup, generations, project_lock, releases
 
 
 def current_tags(pipe: Pipeline) -> set[str]:
@@ -58,8 +60,9 @@ def backup_folders(pipe: Pipeline) -> set[Path]:
 
 
 def named_images(pipe: Pipeline) -> set[str]:
-    """Image IDs kept backups name, and those of every project's generations."""
-    found = generations.kept_images(pipe.settings.state_dir)
+    """Image IDs kept backups name, those of every project's generations, and the releases a
+    rollback can go back to (tags or IDs)."""
+    found = generations.kept_images(pipe.settings.state_dir) | releases.images_to_keep(pipe)
     for folder in backup_folders(pipe):
         for _, peeked in backup.complete_backups(folder, None):
             found |= set(peeked.images)
@@ -78,7 +81,8 @@ def plan(pipe: Pipeline, containers: ContainerEngine) -> tuple[list[ImageInfo], 
         others = 0
         for image in containers.images_named(name):
             current = f"{name}:latest" in image.tags or keep_tags & set(image.tags)
-            if current or image.id in in_use or image.id in based:
+            named = image.id in in_use or bool(in_use & set(image.tags))
+            if current or named or image.id in based:
                 kept.append(image)
             elif others < settings.keep_images:
                 others += 1

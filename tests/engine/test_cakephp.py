@@ -120,9 +120,12 @@ def test_cakephp_builds_offline_from_an_artifact_repository(cakephp: CakeBuild) 
     )
     assert version.stdout.strip() == "5.0.11", version.stdout + version.stderr
     # dependencies came from the artifact repository in their own step, scripts off, plugins on
-    assert "deps: composer install: 28 packages" in cakephp.first_run.out or (
-        "dependencies reused" in cakephp.first_run.out
-    )
+    # (or an earlier run on this engine built the same key: doit finds that image up to date)
+    out = cakephp.first_run.out
+    assert any(
+        said in out
+        for said in ("deps: composer install: 28 packages", "dependencies reused", "\n-- embed\n")
+    ), out
     app_dir = Path(
         subprocess.run(
             [str(binary), "php-cli", ".frankenphp/app-path.php"], capture_output=True, text=True

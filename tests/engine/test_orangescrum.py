@@ -54,11 +54,9 @@ def os_build(
         pytest.fail(f"the OrangeScrum fixture is missing at {fixture()}", pytrace=False)
     tmp = tmp_path_factory.mktemp("orangescrum")
     app = AppRepo(clone(tmp / "orangescrum"))
-    config = (
-        f'composer_repository = "{fixture() / "composer-repo"}"\ncomposer_packagist = false\n'
-        f'app_facts = "{REPO / "orangescrum-ee" / "app.toml"}"\n'
-    )
-    root = make_local_project(tmp / "project", app.path, PREFIX, config)
+    config = f'composer_repository = "{fixture() / "composer-repo"}"\ncomposer_packagist = false\n'
+    facts = REPO / "orangescrum-ee" / "app.toml"
+    root = make_local_project(tmp / "project", app.path, PREFIX, config, facts=facts)
     ws = Workspace(root, PREFIX, app, engine)
     ws.doit("verify")
     ws.doit("runtime")

@@ -233,10 +233,20 @@ def test_doit_list_shows_the_pipeline_in_order(workspace: Workspace) -> None:
         "backup",
         "restore",
         "backups",
+        "restores",
+        "restore-undo",
+        "restore-drop",
         "prune",
         "tenant-add",
         "tenants",
         "tenant-remove",
+        "proxy",
+        "deploy",
+        "releases",
+        "rollback",
+        "swarm-manager",
+        "swarm-deploy",
+        "kube",
     ]
     assert all(len(line.split()) > 3 for line in listed)  # each has a description
 

@@ -128,18 +128,28 @@ REFUSALS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def backed_up(module_bundle: Bundle) -> tuple[Bundle, Path]:
+    """One bundle, its backup, then a row and a file added that the backup does not hold: a
+    restore that went through would show."""
+    module_bundle.doit("backup")
+    folder = module_bundle.latest()
+    add_after_backup(module_bundle)
+    return module_bundle, folder
+
+
 @pytest.mark.parametrize(("fault", "message"), REFUSALS)
 def test_a_refused_restore_changes_nothing_and_never_stops_the_app(
-    bundle: Bundle, tmp_path: Path, fault: str, message: str
+    backed_up: tuple[Bundle, Path], tmp_path: Path, fault: str, message: str
 ) -> None:
-    bundle.doit("backup")
-    folder = bundle.latest()
-    add_after_backup(bundle)
+    bundle, good = backed_up
+    folder = bundle.backups / f"faulty-{REFUSALS.index((fault, message))}"
+    shutil.copytree(good, folder)  # each fault on its own copy of the one backup
     inject(fault, folder, tmp_path)
     before, started = data_state(bundle), bundle.started()
     volumes, dbs = project_volumes(bundle.project), databases(bundle)
-    args = ["restore"] if fault == "no consent" else ["restore", "--confirm"]
-    run = bundle.doit(*args, check=False)
+    confirm = [] if fault == "no consent" else ["--confirm"]
+    run = bundle.doit("restore", "--from", folder.name, *confirm, check=False)
     assert run.code != 0 and message in run.out, run.out
     assert "Traceback" not in run.out
     assert data_state(bundle) == before

@@ -24,6 +24,7 @@ from tasks.core.settings import load_settings
 from tasks.deploy import backup, generations, live, prune, restore
 from tasks.deploy.generations import Generation, Preparing
 from tasks.formats import backup_manifest
+from tasks.formats import releases as releases_format
 
 IMAGE = "sha256:" + "c" * 64
 ENV = "DB_HOST=orangescrum-db\nDB_NAME=app\nDB_USERNAME=app\nDB_PASSWORD=pw\n"
@@ -317,3 +318,30 @@ def test_prune_keeps_images_of_backups_tenants_backups_and_generations(tmp_path:
     found = prune.named_images(pipe)
     assert {"sha256:" + d * 64 for d in "1234"} <= found
     assert own.exists()
+
+
+class ManyRuntimes(FakeContainers):
+    """Five old runtime images (r1 oldest) besides the one latest names."""
+
+    def images_named(self, repository: str) -> list[ImageInfo]:
+        if repository != "orangescrum-ee":  # the runtime image's default name
+            return []
+        latest = ImageInfo("sha256:" + "9" * 64, (f"{repository}:latest",))
+        old = [ImageInfo(f"sha256:{n}" + "0" * 63, (f"{repository}:r{n}",)) for n in "54321"]
+        return [latest, *old]
+
+
+def test_prune_keeps_the_images_a_rollback_can_go_back_to(tmp_path: Path) -> None:
+    pipe = pipeline(tmp_path, ManyRuntimes(), keep_images="1", keep_releases="1")
+    runtime = pipe.settings.runtime_image
+    rel = releases_format.Release(
+        key="r1", image=f"{runtime}:r1", image_id="", attempted="2026-01-01T00:00:00+00:00",
+        deployed="2026-01-01T00:00:00+00:00", status=releases_format.RETIRED,
+    )  # fmt: skip
+    releases_format.save(
+        tmp_path / ".durango" / "releases" / "demo.json", releases_format.Records("demo", (rel,))
+    )
+    remove, _ = prune.plan(pipe, pipe.containers)
+    removed = {tag for image in remove for tag in image.tags}
+    # keep_images=1 keeps r5; the oldest, r1, stays only because a rollback can go back to it
+    assert removed == {f"{runtime}:r{n}" for n in "432"}
