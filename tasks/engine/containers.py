@@ -25,7 +25,6 @@ from tasks.core.files import CHUNK, copy_hashing
 from tasks.core.ports import ImageInfo, Service, Streamed, Volume
 from tasks.engine import exec as exec_stream
 from tasks.engine.images import Engine, translated
-from tasks.engine.streams import ChunkReader
 
 PROJECT = "com.docker.compose.project"
 HELPER = "io.durango.helper"  # on helper containers: the project they work for
@@ -253,24 +252,32 @@ class Containers:
             )
         return text
 
+    @contextlib.contextmanager
+    def _archive(self, container_id: str, path: str) -> Iterator[Iterator[bytes]]:
+        """The engine's tar of a container path, as chunks; the connection is closed on leaving,
+        also on an interrupt. The engine holds the container's lock until that stream is closed
+        (moby daemon/archive_unix.go, containerArchivePath: "Wait to unlock the container until
+        the archive is fully read"), so a stream left open makes removing the container hang.
+        The SDK's get_archive gives no handle to close, hence the raw request."""
+        api = self.client.api
+        response = api.get(
+            f"{api.base_url}/v{api.api_version}/containers/{container_id}/archive",
+            params={"path": path},
+            stream=True,
+        )
+        with contextlib.closing(response):
+            if response.status_code != 200:
+                raise EngineError(f"copying {path} out: {response.text.strip()[-300:]}")
+            yield response.iter_content(CHUNK)
+
     def archive_out(self, container_id: str, path: str, dest: Path) -> tuple[str, int]:
         """Stream a path of a container, as the engine's tar, into `dest`: (sha256, size)."""
-        with translated(f"copying {path} out"):
-            chunks, _ = self.client.containers.get(container_id).get_archive(path, chunk_size=CHUNK)
-            with dest.open("wb") as out:
-                return copy_hashing(chunks, out)
-
-    def file_out(self, container_id: str, path: str, dest: Path) -> tuple[str, int]:
-        """Stream one file out of a container into `dest`: (sha256, size)."""
-        with translated(f"copying {path} out"):
-            chunks, _ = self.client.containers.get(container_id).get_archive(path, chunk_size=CHUNK)
-            with tarfile.open(fileobj=ChunkReader(iter(chunks)), mode="r|") as tar:
-                member = tar.next()
-                source = tar.extractfile(member) if member is not None else None
-                if source is None:
-                    raise EngineError(f"{path} is not a regular file")
-                with dest.open("wb") as out:
-                    return copy_hashing(iter(lambda: source.read(CHUNK), b""), out)
+        with (
+            translated(f"copying {path} out"),
+            self._archive(container_id, path) as chunks,
+            dest.open("wb") as out,
+        ):
+            return copy_hashing(chunks, out)
 
     def put_file(self, container_id: str, path: str, source: Path) -> None:
         """Copy one host file into a container at `path`, readable by every user there."""

@@ -151,10 +151,6 @@ class FakeContainers:
         self.calls.append("archive_out")
         return "", 0
 
-    def file_out(self, container_id: str, path: str, dest: Path) -> tuple[str, int]:
-        self.calls.append("file_out")
-        return "", 0
-
     def put_file(self, container_id: str, path: str, source: Path) -> None:
         self.calls.append("put_file")
 
