@@ -305,7 +305,7 @@ def servers_wanted(
 
 def run(args: argparse.Namespace, engine: docker.DockerClient, image: str,
         others: list[tuple[str, str]], tmp: Path) -> None:  # fmt: skip
-    seconds, rounds = (3.0, 1) if args.quick else (args.duration, args.rounds)
+    seconds, rounds = (1.0, 1) if args.quick else (args.duration, args.rounds)
     encoding = BROWSER_ENCODINGS if args.accept_encoding else ""
     servers: list[Server] = []
     apache = ""
