@@ -11,12 +11,14 @@ The servers take turns, measurement by measurement, for several rounds, so that 
 the machine falls on all of them; the median is shown with the ratio to Apache. The load average
 is recorded before and after each measurement. Both servers write their access log (their
 defaults: Apache's combined format, Caddy's JSON lines; each to the container's stdout) unless
-`--access-log off` turns both off.
+`--access-log off` turns both off; `--access-log file` writes each to a file in its container
+instead (Apache's /var/log/apache2/access.log, as the app's own image does; FrankenPHP's
+ACCESS_LOG=file /data/logs/access.log).
 
 Memory is the container's cgroup (bench/memory.py): at idle (10 s after warm-up) and while the
 login page is loaded at concurrency 8.
 
-    python bench/serve.py [--duration 10] [--rounds 3] [--access-log on|off] [--quick]
+    python bench/serve.py [--duration 10] [--rounds 3] [--access-log on|off|file] [--quick]
         [--variant FRANKENPHP_NUM_THREADS=8] [--variant ACCESS_LOG=discard,...]
         [--runtime-image IMAGE] [--also LABEL=IMAGE] [--caddyfile LABEL=PATH]
 
@@ -72,6 +74,12 @@ PAGES = [("login", LOGIN), ("static CSS", CSS)]
 SERVER_CPU, OTHER_CPU = "1", "0"
 APACHE = "Apache 2.4 + mod_php"
 BROWSER_ENCODINGS = "gzip, deflate, br, zstd"
+# --access-log: (Apache's ACCESS_LOG, FrankenPHP's ACCESS_LOG)
+ACCESS_LOGS = {
+    "on": ("stdout", "stdout"),
+    "off": ("discard", "discard"),
+    "file": ("file", "file /data/logs/access.log"),
+}
 
 
 @dataclass
@@ -290,7 +298,7 @@ def servers_wanted(
     args: argparse.Namespace, image: str, others: list[tuple[str, str]]
 ) -> list[tuple[str, str, dict[str, str]]]:
     """(label, image, environment) of every FrankenPHP server, the first one signs up."""
-    log = {} if args.access_log == "on" else {"ACCESS_LOG": "discard"}
+    log = {"ACCESS_LOG": ACCESS_LOGS[args.access_log][1]}
     wanted = [("FrankenPHP (runtime image)", image, dict(log))]
     for variant in args.variant:
         tuning = dict(item.split("=", 1) for item in variant.split(","))
@@ -320,8 +328,7 @@ def run(args: argparse.Namespace, engine: docker.DockerClient, image: str,
                 # what the entrypoint derives from APP_URL for FrankenPHP (the app's facts)
                 env = {"PHP_WORKERS": str(args.workers), "FULL_BASE_URL": "http://127.0.0.1:8080",
                        "SESSION_COOKIE_SECURE": "false"}  # fmt: skip
-                if args.access_log == "off":
-                    env["ACCESS_LOG"] = "discard"
+                env["ACCESS_LOG"] = ACCESS_LOGS[args.access_log][0]
                 servers.insert(0, start(engine, APACHE, apache, network, env))
                 same_pages(servers)
                 print(f"# {machine()}; {seconds:.0f} s per measurement, {rounds} rounds, "
@@ -349,7 +356,7 @@ def main() -> None:
                         help="another runtime image of the app")  # fmt: skip
     parser.add_argument("--caddyfile", action="append", default=[], metavar="LABEL=PATH",
                         help="another server: the app with this builder/Caddyfile")  # fmt: skip
-    parser.add_argument("--access-log", choices=("on", "off"), default="on")
+    parser.add_argument("--access-log", choices=tuple(ACCESS_LOGS), default="on")
     parser.add_argument("--accept-encoding", action="store_true",
                         help=f"send Accept-Encoding: {BROWSER_ENCODINGS}")  # fmt: skip
     parser.add_argument("--workers", type=int, default=8, help="Apache's prefork children")

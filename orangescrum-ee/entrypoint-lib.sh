@@ -121,6 +121,15 @@ validate_settings() {
         http://?* | https://?*) ;;
         *) problem "APP_URL must be the app's public URL, http://… or https://… (got '${APP_URL:-}')" ;;
     esac
+    case "${ACCESS_LOG:-stdout}" in
+        stdout | stderr | discard) ;;
+        "file /"*[!/])
+            case "${ACCESS_LOG#file }" in
+                *[!A-Za-z0-9_./-]* | *..*) problem "ACCESS_LOG's file path may hold only letters, digits and _ . / - (got '$ACCESS_LOG')" ;;
+            esac
+            ;;
+        *) problem "ACCESS_LOG must be stdout, stderr, discard or file /<path> (got '${ACCESS_LOG:-}')" ;;
+    esac
     case "${SEED_SENTINEL_TABLE:-}" in
         *[!A-Za-z0-9_.]*) problem "the facts' seed.sentinel_table is not a table name ('$SEED_SENTINEL_TABLE')" ;;
     esac

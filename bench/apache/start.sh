@@ -6,7 +6,8 @@ set -e
 . /etc/apache2/envvars
 set -u
 mkdir -p "$APACHE_RUN_DIR" "$APACHE_LOCK_DIR"
-if [ "${ACCESS_LOG:-stdout}" = discard ]; then
-    exec apache2 -DFOREGROUND -DNoAccessLog
-fi
-exec apache2 -DFOREGROUND
+case "${ACCESS_LOG:-stdout}" in
+    discard) exec apache2 -DFOREGROUND -DNoAccessLog ;;
+    file) exec apache2 -DFOREGROUND -DFileAccessLog ;;
+    *) exec apache2 -DFOREGROUND ;;
+esac

@@ -25,6 +25,7 @@ from tasks.core.files import CHUNK, copy_hashing
 from tasks.core.ports import ImageInfo, Service, Streamed, Volume
 from tasks.engine import exec as exec_stream
 from tasks.engine.images import Engine, translated
+from tasks.engine.streams import container_archive
 
 PROJECT = "com.docker.compose.project"
 HELPER = "io.durango.helper"  # on helper containers: the project they work for
@@ -254,18 +255,8 @@ class Containers:
 
     @contextlib.contextmanager
     def _archive(self, container_id: str, path: str) -> Iterator[Iterator[bytes]]:
-        """The engine's tar of a container path, as chunks; the connection is closed on leaving,
-        also on an interrupt. The engine holds the container's lock until that stream is closed
-        (moby daemon/archive_unix.go, containerArchivePath: "Wait to unlock the container until
-        the archive is fully read"), so a stream left open makes removing the container hang.
-        The SDK's get_archive gives no handle to close, hence the raw request."""
-        api = self.client.api
-        response = api.get(
-            f"{api.base_url}/v{api.api_version}/containers/{container_id}/archive",
-            params={"path": path},
-            stream=True,
-        )
-        with contextlib.closing(response):
+        """The engine's tar of a container path, as chunks (streams.container_archive)."""
+        with container_archive(self.client, container_id, path) as response:
             if response.status_code != 200:
                 raise EngineError(f"copying {path} out: {response.text.strip()[-300:]}")
             yield response.iter_content(CHUNK)

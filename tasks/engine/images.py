@@ -25,7 +25,7 @@ from tasks.core.errors import EngineError, RegistryError
 from tasks.core.files import CHUNK, copy_hashing
 from tasks.core.ports import BuildRequest, Built, ImageInfo
 from tasks.engine import buildx
-from tasks.engine.streams import ChunkReader
+from tasks.engine.streams import ChunkReader, container_archive
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
@@ -165,20 +165,12 @@ class Engine:
             container = self.client.containers.create(image, entrypoint=["/durango-extract"])
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-        api = self.client.api
         try:
-            # The archive endpoint via the SDK's own session, so the response can be closed on
-            # interrupt: the engine will not remove a container while it still streams from it.
-            with translated(f"copying {path_in_image} out of {image}"):
-                response = api.get(
-                    f"{api.base_url}/v{api.api_version}/containers/{container.id}/archive",
-                    params={"path": path_in_image},
-                    stream=True,
-                )
-            try:
+            with (
+                translated(f"copying {path_in_image} out of {image}"),
+                container_archive(self.client, str(container.id), path_in_image) as response,
+            ):
                 return self._receive(response, image, path_in_image, tmp, dest, progress)
-            finally:
-                response.close()
         finally:
             tmp.unlink(missing_ok=True)
             try:

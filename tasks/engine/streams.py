@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import docker
+    import requests
     from _typeshed import WriteableBuffer
+
+
+@contextlib.contextmanager
+def container_archive(
+    client: docker.DockerClient, container_id: str, path: str
+) -> Iterator[requests.Response]:
+    """The engine's tar of a container path as a streamed response, closed on leaving, also on an
+    interrupt. The engine holds the container's lock until that stream is closed (moby
+    daemon/archive_unix.go, containerArchivePath: "Wait to unlock the container until the archive
+    is fully read"), so a stream left open makes removing the container hang. The SDK's
+    get_archive gives no handle to close, hence the raw request through the SDK's own session."""
+    api = client.api
+    response = api.get(
+        f"{api.base_url}/v{api.api_version}/containers/{container_id}/archive",
+        params={"path": path},
+        stream=True,
+    )
+    with contextlib.closing(response):
+        yield response
 
 
 class ChunkReader(io.RawIOBase):

@@ -83,6 +83,14 @@ def test_good_settings_pass() -> None:
 
 
 @pytest.mark.parametrize(
+    "access_log", ["stdout", "stderr", "discard", "file /data/logs/access.log"]
+)
+def test_every_access_log_destination_the_server_takes_passes(access_log: str) -> None:
+    done = sh("validate_settings", {**GOOD, "ACCESS_LOG": access_log})
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
     ("name", "value", "message"),
     [
         ("DB_HOST", "", "DB_HOST is not set"),
@@ -108,6 +116,11 @@ def test_good_settings_pass() -> None:
         ("APP_ROLE", "worker", "APP_ROLE must be server, queue, scheduler, migrate or job"),
         ("APP_URL", "localhost:8080", "APP_URL must be the app's public URL"),
         ("SEED_SENTINEL_TABLE", "actions'; DROP TABLE x; --", "is not a table name"),
+        ("ACCESS_LOG", "syslog", "ACCESS_LOG must be stdout, stderr, discard or file /<path>"),
+        ("ACCESS_LOG", "file logs/access.log", "ACCESS_LOG must be stdout, stderr, discard"),
+        ("ACCESS_LOG", "file /data/logs/", "ACCESS_LOG must be stdout, stderr, discard"),
+        ("ACCESS_LOG", "file /data/logs/a b.log", "ACCESS_LOG's file path may hold only"),
+        ("ACCESS_LOG", "file /data/../etc/x.log", "ACCESS_LOG's file path may hold only"),
     ],
 )
 def test_every_setting_is_refused_in_one_line_when_it_cannot_work(
