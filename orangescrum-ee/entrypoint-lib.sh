@@ -125,7 +125,7 @@ validate_settings() {
         stdout | stderr | discard) ;;
         "file /"*[!/])
             case "${ACCESS_LOG#file }" in
-                *[!A-Za-z0-9_./-]* | *..*) problem "ACCESS_LOG's file path may hold only letters, digits and _ . / - (got '$ACCESS_LOG')" ;;
+                *[!A-Za-z0-9_./-]* | *..*) problem "ACCESS_LOG's file path may hold only letters, digits and _ . / -, and no '..' (got '$ACCESS_LOG')" ;;
             esac
             ;;
         *) problem "ACCESS_LOG must be stdout, stderr, discard or file /<path> (got '${ACCESS_LOG:-}')" ;;
